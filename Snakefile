@@ -1,0 +1,22 @@
+# LLaRA as a Snakemake DAG. Main target: results/{dataset}/{seqrec}/metrics.json
+from snakemake.utils import validate
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/seqrec.smk"
+include: "workflow/rules/llm.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("results/{dataset}/data/test.parquet", dataset=list(config["datasets"])),

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, the official generation metric, bootstrap intervals."""

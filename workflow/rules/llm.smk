@@ -1,0 +1,1 @@
+# llm stage rules (see docs/interfaces.md)

@@ -1,0 +1,1 @@
+# seqrec stage rules (see docs/interfaces.md)
