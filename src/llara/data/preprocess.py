@@ -1,0 +1,191 @@
+"""Build ``items/train/valid/test.parquet`` for a dataset from its verified raw files."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from llara.data import parse
+from llara.data.candidates import sample_candidate_sets
+from llara.data.safe_pickle import load_dataframe
+from llara.data.schema import EVAL, ITEMS, TRAIN
+from llara.data.sources import LLARA_PADDING_ID, files_for
+from llara.io import write_parquet
+
+log = logging.getLogger("llara.data.preprocess")
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data:`` section of the config."""
+
+    max_history: int = 10
+    min_history: int = 3
+    n_candidates: int = 20
+    candidate_sets: int = 5
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    unknown_ids: str = "error"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"config data: unknown key(s) {sorted(unknown)}")
+        d = dict(d)
+        if "split" in d:
+            d["split"] = tuple(d["split"])
+        cfg = cls(**d)
+        if cfg.min_history > cfg.max_history:
+            raise ValueError(f"config data.min_history={cfg.min_history} exceeds data.max_history={cfg.max_history}")
+        if cfg.unknown_ids not in ("error", "drop"):
+            raise ValueError(f"config data.unknown_ids={cfg.unknown_ids!r}: expected 'error' or 'drop'")
+        return cfg
+
+
+Rows = tuple[list[int], list[list[int]], list[int]]  # user ids, histories, targets
+
+
+def leave_users_out(inter: pl.DataFrame, cfg: DataConfig, seed: int) -> dict[str, Rows]:
+    """LLaRA's recipe: per-user sequences sorted by (time, item); users split by a seeded shuffle.
+
+    Train = every prefix of the train users' sequences (history = last ``max_history`` items, at
+    least ``min_history``); valid/test = the last item of each held-out user with its preceding items.
+    """
+    seqs = (inter.unique(["user", "item"], keep="first", maintain_order=True)
+            .sort("user", "time", "item").group_by("user", maintain_order=True).agg("item"))
+    users = seqs["user"].to_numpy()
+    order = np.random.default_rng(seed).permutation(len(users))
+    fr = np.asarray(cfg.split, dtype=float) / sum(cfg.split)
+    n_train, n_valid = int(len(users) * fr[0]), int(len(users) * fr[1])
+    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    items = seqs["item"].to_list()
+    out: dict[str, Rows] = {}
+    for split, idx in parts.items():
+        uids, hists, tgts = [], [], []
+        for i in sorted(idx):
+            seq = items[i]
+            ends = range(cfg.min_history, len(seq)) if split == "train" else [len(seq) - 1]
+            for t in ends:
+                if t < cfg.min_history:
+                    continue
+                uids.append(int(users[i]))
+                hists.append(seq[max(0, t - cfg.max_history):t])
+                tgts.append(seq[t])
+        out[split] = (uids, hists, tgts)
+    return out
+
+
+def llara_rows(path: Path, sha256: str, padding_id: int, n_items: int, cfg: DataConfig) -> Rows:
+    """Rows of one of LLaRA's pickled splits: padding removed, ``(item, rating)`` tuples unwrapped."""
+    df = load_dataframe(path, sha256)
+    for col in ("seq", "len_seq", "next"):
+        if col not in df.columns:
+            raise parse.MalformedInputError(f"{path}: missing column {col!r}; expected seq, len_seq, next")
+
+    def item(x) -> int:
+        return int(x[0]) if isinstance(x, tuple) else int(x)
+
+    uids, hists, tgts, unknown = [], [], [], 0
+    for r, (seq, n, nxt) in enumerate(zip(df["seq"], df["len_seq"], df["next"])):
+        # len_seq is at least 1 even for an all-padding history, so padding ids are filtered, not trusted away
+        hist = [i for i in (item(x) for x in list(seq)[: int(n)]) if i != padding_id][-cfg.max_history:]
+        tgt = item(nxt)
+        if any(not 0 <= i < n_items for i in (*hist, tgt)):
+            if cfg.unknown_ids != "drop":
+                raise parse.MalformedInputError(
+                    f"{path}, row {r}: item id outside the item table 0..{n_items - 1}: {[i for i in (*hist, tgt) if not 0 <= i < n_items]}; "
+                    f"set data.unknown_ids: drop to drop such rows")
+            unknown += 1
+            continue
+        if len(hist) < cfg.min_history:
+            continue
+        uids.append(r)
+        hists.append(hist)
+        tgts.append(tgt)
+    if unknown:
+        log.warning("%s: dropped %d rows with unknown item ids", path, unknown)
+    return uids, hists, tgts
+
+
+def _split_seed(seed: int, split: str) -> int:
+    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1)[0])
+
+
+def _table(split: str, rows: Rows, n_items: int, cfg: DataConfig, seed: int, name: str) -> pa.Table:
+    uids, hists, tgts = rows
+    if not uids:
+        raise ValueError(f"{name}: the {split} split is empty after preprocessing (min_history={cfg.min_history})")
+    cols = {"user_id": uids, "history": hists, "target": tgts}
+    if split == "train":
+        return pa.table(cols, schema=TRAIN)
+    sets = sample_candidate_sets(hists, tgts, n_items, cfg.n_candidates, cfg.candidate_sets, _split_seed(seed, split))
+    return pa.table(cols | {"candidates": [s[0] for s in sets], "candidate_sets": sets}, schema=EVAL)
+
+
+def build_items_and_rows(dataset: str, source: str, raw_dir: Path, cfg: DataConfig, seed: int,
+                         extra_sha256: dict[str, str] | None = None) -> tuple[pl.DataFrame, dict[str, Rows]]:
+    """Parse the raw files of (dataset, source) into the item table and per-split rows."""
+    raw_dir = Path(raw_dir)
+    files = {f.relpath: f for f in files_for(dataset, source)}
+    if source == "llara":
+        if dataset == "movielens":
+            items = parse.movielens_items(raw_dir / "ml-100k.zip")
+        else:
+            items = parse.llara_id2name(raw_dir / f"llara/{dataset}/id2name.txt")
+        pad = LLARA_PADDING_ID[dataset]
+        if items.height != pad:
+            raise parse.MalformedInputError(f"{raw_dir}: {items.height} items, expected {pad} (LLaRA's padding id)")
+        rows = {}
+        for split, fname in zip(SPLITS, ("train_data.df", "Val_data.df", "Test_data.df")):
+            rel = f"llara/{dataset}/{fname}"
+            pin = _pin(files[rel], extra_sha256 or {})
+            rows[split] = llara_rows(raw_dir / rel, pin, pad, items.height, cfg)
+        return items, rows
+    if dataset == "movielens":
+        zp = raw_dir / "ml-100k.zip"
+        items = parse.movielens_items(zp)
+        inter = parse.movielens_interactions(zp)
+        known = set(items["item_id"].to_list())
+        inter = inter.with_columns(pl.when(pl.col("item").is_in(known)).then(pl.col("item")).alias("item"),
+                                   (pl.col("item") + 1).alias("artist"))
+        inter = parse.check_known(inter, f"{zp}:ml-100k/u.data", cfg.unknown_ids)
+    elif dataset == "lastfm":
+        zp = raw_dir / "hetrec2011-lastfm-2k.zip"
+        items, inter = parse.hetrec_lastfm(zp)
+        inter = parse.check_known(inter, f"{zp}:user_taggedartists-timestamps.dat", cfg.unknown_ids)
+    elif dataset == "steam":
+        items, inter = parse.steam_raw(raw_dir / "steam_reviews.json.gz", raw_dir / "steam_games.json.gz")
+        inter = parse.check_known(inter, str(raw_dir / "steam_reviews.json.gz"), cfg.unknown_ids)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    return items, leave_users_out(inter, cfg, seed)
+
+
+def _pin(f, extra_sha256: dict[str, str]) -> str:
+    """The pinned sha256 of a pickle (repository pin, or the user's download.extra_sha256)."""
+    pin = extra_sha256.get(f.relpath, f.sha256)
+    if pin is None:
+        raise ValueError(f"{f.relpath}: no sha256 pinned; pin it with config download.extra_sha256 before it is unpickled")
+    return pin
+
+
+def preprocess(dataset: str, source: str, raw_dir: str | Path, out: dict[str, str | Path], cfg: DataConfig | dict,
+               seed: int = 42, extra_sha256: dict[str, str] | None = None) -> dict[str, int]:
+    """Write items/train/valid/test Parquet files (paths in ``out``) and return their row counts."""
+    cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg)
+    items, rows = build_items_and_rows(dataset, source, Path(raw_dir), cfg, seed, extra_sha256)
+    n_items = items.height
+    tables = {split: _table(split, rows[split], n_items, cfg, seed, f"{dataset}/{source}") for split in SPLITS}
+    write_parquet(items.select(ITEMS.names).to_arrow(), out["items"], ITEMS)
+    for split, table in tables.items():
+        write_parquet(table, out[split], table.schema)
+    counts = {"items": n_items} | {s: t.num_rows for s, t in tables.items()}
+    log.info("%s/%s: %s", dataset, source, counts)
+    return counts

@@ -1,0 +1,34 @@
+# Data stage: download (mirror or official URLs, sha256-pinned) -> Parquet splits with stored candidates.
+
+
+rule download:
+    output:
+        directory("resources/raw/{dataset}/{source}"),
+    params:
+        mirror=mirror(),
+        extra_sha256=config["download"]["extra_sha256"],
+    log:
+        "logs/download/{dataset}_{source}.log",
+    wildcard_constraints:
+        source="llara|raw",
+    script:
+        "../scripts/data_download.py"
+
+
+rule preprocess:
+    input:
+        raw=lambda w: f"resources/raw/{w.dataset}/{dataset_source(w.dataset)}",
+    output:
+        item_table="results/{dataset}/data/items.parquet",
+        train="results/{dataset}/data/train.parquet",
+        valid="results/{dataset}/data/valid.parquet",
+        test="results/{dataset}/data/test.parquet",
+    params:
+        source=lambda w: dataset_source(w.dataset),
+        data=config["data"],
+        seed=config["seed"],
+        extra_sha256=config["download"]["extra_sha256"],
+    log:
+        "logs/preprocess/{dataset}.log",
+    script:
+        "../scripts/data_preprocess.py"
