@@ -1,8 +1,10 @@
 # LLaRA as a Snakemake DAG. Main target: results/{dataset}/{seqrec}/metrics.json
+import os
+
 from snakemake.utils import validate
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -74,3 +74,18 @@ def _few_threads(monkeypatch):
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_snakemake(workdir: Path, targets: list[str], *args: str, env: dict | None = None,
+                  check: bool = True) -> "subprocess.CompletedProcess[str]":
+    """Run the repository's Snakefile in ``workdir`` with 2 cores; output captured for assertions."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", *args, *targets]
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -22,4 +22,9 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     logger.propagate = False
+
+    def _log_uncaught(exc_type, exc, tb):
+        logger.error("%s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _log_uncaught  # the rule's log then names the failure, not only the terminal
     return logger

@@ -8,6 +8,9 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
 
 
+ENV = "../envs/llara.yaml"  # conda environment of every rule (rule files sit beside envs/)
+
+
 def mirror():
     """The local mirror folder (env LLARA_MIRROR wins over config download.mirror), or None."""
     path = os.environ.get("LLARA_MIRROR") or config["download"].get("mirror")

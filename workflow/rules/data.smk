@@ -9,6 +9,8 @@ rule download:
         extra_sha256=config["download"]["extra_sha256"],
     log:
         "logs/download/{dataset}_{source}.log",
+    conda:
+        ENV
     wildcard_constraints:
         source="llara|raw",
     script:
@@ -30,5 +32,7 @@ rule preprocess:
         extra_sha256=config["download"]["extra_sha256"],
     log:
         "logs/preprocess/{dataset}.log",
+    conda:
+        ENV
     script:
         "../scripts/data_preprocess.py"

@@ -31,6 +31,16 @@ _ALLOWED = {
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
     ("builtins", "slice"),
+    ("builtins", "bytearray"),
+    # what pandas >= 3 writes for the same DataFrame (string columns are Arrow-backed)
+    ("pandas", "DataFrame"),
+    ("pandas", "Index"),
+    ("pandas", "RangeIndex"),
+    ("pandas", "StringDtype"),
+    ("pandas.arrays", "ArrowStringArray"),
+    ("pyarrow.lib", "_restore_array"),
+    ("pyarrow.lib", "type_for_alias"),
+    ("pyarrow.lib", "py_buffer"),
 }
 
 
