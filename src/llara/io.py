@@ -51,6 +51,10 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create owner-only files; give the result the usual umask-based mode
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod((0o777 if directory else 0o666) & ~umask)
         if directory and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

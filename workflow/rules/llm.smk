@@ -1,1 +1,68 @@
-# llm stage rules (see docs/interfaces.md)
+# LLM stage (issue #4): the base LLM in Hugging Face layout, then LLaRA tuning (curriculum LoRA +
+# projector under DeepSpeed ZeRO). The package (llara.llm) holds all logic; the scripts are adapters.
+# Params carry only the resolved config slices a rule needs (llm.* for base_llm; tune.* + seed + the
+# prompt format for tune), so changing an evaluation key reruns nothing here. Config -> inputs/params
+# mapping: llara.llm.workflow.
+# GPUs: the tune job starts one DeepSpeed process per visible GPU (torch.distributed.run), one CPU
+# process (gloo) without GPU; request GPUs per rule in the profile (e.g. set-resources: tune:gpu=4).
+from llara.llm import workflow as llmwf
+
+
+rule base_llm:
+    output:
+        directory("resources/llm/{name}"),
+    params:
+        llm=lambda w: llmwf.base_slice(config, w.name),
+        download_dir="resources/llm/_downloads",
+    log:
+        "logs/base_llm/{name}.log",
+    wildcard_constraints:
+        name="[A-Za-z0-9._-]+",
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/llm_base.py"
+
+
+rule tune:
+    input:
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec)),
+    output:
+        adapter=directory("results/{dataset}/{seqrec}/llara/adapter"),
+        projector="results/{dataset}/{seqrec}/llara/projector.safetensors",
+        train_log="results/{dataset}/{seqrec}/llara/train_log.csv",
+    params:
+        settings=lambda w: llmwf.tune_settings(config, w.dataset),
+        ckpt_dir="results/{dataset}/{seqrec}/llara_ckpt",  # kept outside the outputs: resume after a kill
+    log:
+        "logs/tune/{dataset}_{seqrec}.log",
+    wildcard_constraints:
+        seqrec="|".join(llmwf.SEQREC),
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/llm_tune.py"
+
+
+rule tune_variant:
+    input:
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant)),
+    output:
+        adapter=directory("results/{dataset}/{seqrec}/ablations/{variant}/llara/adapter"),
+        projector="results/{dataset}/{seqrec}/ablations/{variant}/llara/projector.safetensors",
+        train_log="results/{dataset}/{seqrec}/ablations/{variant}/llara/train_log.csv",
+    params:
+        settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant),
+        ckpt_dir="results/{dataset}/{seqrec}/ablations/{variant}/llara_ckpt",
+    log:
+        "logs/tune/{dataset}_{seqrec}_{variant}.log",
+    wildcard_constraints:
+        seqrec="|".join(llmwf.SEQREC),
+        variant="[A-Za-z0-9_-]+",
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/llm_tune.py"

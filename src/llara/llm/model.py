@@ -1,0 +1,106 @@
+"""The LLaRA module: base causal LM (+ LoRA), projector, frozen item-embedding table; loss on answers only."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llara.llm.injection import inject
+from llara.llm.projector import LlaraProjector
+
+log = logging.getLogger("llara.llm.model")
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, found {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32", device: str = "cpu"):
+    """(tokenizer, model) from a Hugging Face folder; fails naming the folder when it is not one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llara.llm.base import check_model_dir
+
+    base_dir = check_model_dir(base_dir, key="base model (resources/llm/{name})")
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=resolve_dtype(dtype)).to(device)
+    if getattr(model.config, "quantization_config", None) is not None:
+        raise ValueError(f"{base_dir}: the model is marked quantized ({model.config.quantization_config}); "
+                         f"rebuild it as a plain model (llara.llm.base.convert_gguf)")
+    return tok, model
+
+
+def add_lora(model, r: int = 8, alpha: int = 32, dropout: float = 0.1, targets: list[str] | None = None):
+    """Wrap ``model`` with a fresh peft LoRA adapter on the attention and MLP projections."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                     target_modules=list(targets or LORA_TARGETS), inference_mode=False)
+    return get_peft_model(model, cfg)
+
+
+def init_projector(d_rec: int, embed: nn.Embedding, seed: int) -> LlaraProjector:
+    """A seeded projector whose special rows start at the mean of the base token embeddings."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        proj = LlaraProjector(d_rec, embed.weight.shape[1])
+        with torch.no_grad():
+            proj.special.copy_(embed.weight.float().mean(0, keepdim=True).expand_as(proj.special))
+    return proj
+
+
+class LlaraLM(nn.Module):
+    """Base LM (plain or peft) + projector + frozen item table; ``forward`` returns the answer-token loss."""
+
+    def __init__(self, lm: nn.Module, projector: LlaraProjector | None, item_table: torch.Tensor | None,
+                 special_first_id: int):
+        super().__init__()
+        self.lm = lm
+        self.projector = projector
+        if item_table is not None:
+            self.register_buffer("item_table", item_table, persistent=False)
+        else:
+            self.item_table = None
+        self.special_first_id = special_first_id
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The HF ``*ForCausalLM`` (LoRA layers injected when peft-wrapped)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    def embed(self, input_ids: torch.Tensor, item_slots: torch.Tensor | None) -> torch.Tensor:
+        return inject(self.causal_lm.get_input_embeddings(), self.projector, self.item_table, input_ids,
+                      item_slots, self.special_first_id)
+
+    def forward(self, input_ids, attention_mask, labels, item_slots=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss over answer tokens, number of answer tokens); the LM head runs on answer positions only."""
+        lm = self.causal_lm
+        embeds = self.embed(input_ids, item_slots)
+        hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        tgt = labels[:, 1:]
+        sel = tgt != -100
+        h = hidden[:, :-1][sel]
+        logits = lm.get_output_embeddings()(h).float()
+        n = sel.sum()
+        loss = F.cross_entropy(logits, tgt[sel], reduction="sum") / n.clamp(min=1)
+        return loss, n
+
+    @torch.no_grad()
+    def logits(self, input_ids, attention_mask, item_slots=None) -> torch.Tensor:
+        """Full logits (for tests and reference scoring)."""
+        embeds = self.embed(input_ids, item_slots)
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos, use_cache=False).logits

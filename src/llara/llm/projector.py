@@ -1,0 +1,64 @@
+"""The MLP projector (seqrec item embedding -> LLM token-embedding space) and LLaRA's learned special rows.
+
+The base model's embedding matrix is never resized: the special tokens ([PH], [HistoryEmb], [CansEmb],
+[ItemEmb]) get ids past the base vocabulary in the tokenizer, and their input embeddings come from
+``LlaraProjector.special`` (trained, saved in ``projector.safetensors``). The adapter therefore stays a
+standard peft LoRA folder over the unmodified base model, and the LM head never predicts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llara.io import save_safetensors
+from llara.llm.prompts import SPECIAL_TOKENS
+
+
+class LlaraProjector(nn.Module):
+    """``Linear(d_rec, d_llm) -> GELU -> Linear(d_llm, d_llm)`` plus one learned row per special token."""
+
+    def __init__(self, d_rec: int, d_llm: int, n_special: int = len(SPECIAL_TOKENS)):
+        super().__init__()
+        self.d_rec, self.d_llm, self.n_special = d_rec, d_llm, n_special
+        self.mlp = nn.Sequential(nn.Linear(d_rec, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
+        self.special = nn.Parameter(torch.zeros(n_special, d_llm))
+
+    def forward(self, x: torch.Tensor, special_index: torch.Tensor | None = None):
+        """``mlp(x)``; with ``special_index`` also the learned rows ``special[special_index]`` (both read
+        inside forward, so ZeRO-3 has gathered the parameters)."""
+        if special_index is None:
+            return self.mlp(x)
+        return self.mlp(x), self.special[special_index]
+
+
+def save_projector(projector: LlaraProjector, path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Save the projector (fp32) with ``meta`` (JSON in the safetensors metadata under ``llara``)."""
+    tensors = {k: v.detach().float() for k, v in projector.state_dict().items()}
+    meta = {"d_rec": projector.d_rec, "d_llm": projector.d_llm, "special_tokens": list(SPECIAL_TOKENS), **meta}
+    save_safetensors(tensors, path, metadata={"llara": json.dumps(meta)})
+
+
+def load_projector(path: str | os.PathLike) -> tuple[LlaraProjector, dict[str, Any]]:
+    """Load a projector saved by :func:`save_projector`; returns (module, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"projector file {path} does not exist")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("llara", "{}"))
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "mlp.0.weight" not in tensors or "special" not in tensors:
+        raise ValueError(f"{path}: not a LLaRA projector (keys {sorted(tensors)})")
+    d_llm, d_rec = tensors["mlp.0.weight"].shape
+    proj = LlaraProjector(d_rec, d_llm, tensors["special"].shape[0])
+    proj.load_state_dict(tensors)
+    if meta.get("special_tokens", list(SPECIAL_TOKENS)) != list(SPECIAL_TOKENS):
+        raise ValueError(f"{path}: special tokens {meta.get('special_tokens')} differ from {list(SPECIAL_TOKENS)}")
+    return proj.eval(), meta

@@ -1,0 +1,68 @@
+"""Config -> inputs/params of the LLM-stage Snakemake rules (workflow/rules/llm.smk), as plain functions of
+the config dict (unit-testable; the package never imports snakemake)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from llara.llm.prompts import default_templates_path
+
+SEQREC = ["sasrec", "gru4rec", "caser"]
+TUNE_META = ("overrides", "variants")  # tune.* keys that are not TuneConfig fields
+
+
+def llm_name(config: dict[str, Any]) -> str:
+    """The base model folder name under resources/llm/ (config llm.name)."""
+    try:
+        return config["llm"]["name"]
+    except KeyError:
+        raise ValueError("config key llm.name is missing: it names the base model folder resources/llm/{name}/") from None
+
+
+def templates_path(config: dict[str, Any]) -> str:
+    """The prompt templates file: config llm.templates, or the packaged default (relative when under cwd)."""
+    if config["llm"].get("templates"):
+        return config["llm"]["templates"]
+    path = str(default_templates_path())
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+def base_slice(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """config llm without the keys that do not change the base model files (rule base_llm's params)."""
+    if name != llm_name(config):
+        raise ValueError(f"resources/llm/{name}: config llm.name is {llm_name(config)!r}; "
+                         f"set llm.name to build another model")
+    return {k: v for k, v in config["llm"].items() if k not in ("prompt_format", "templates")}
+
+
+def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = None) -> dict[str, Any]:
+    """The resolved TuneConfig dict: tune.* < tune.overrides.<dataset> < tune.variants.<variant>
+    (+ seed, dataset, llm.prompt_format)."""
+    tune = config["tune"]
+    cfg = {k: v for k, v in tune.items() if k not in TUNE_META}
+    layers = [tune.get("overrides", {}).get(dataset, {})]
+    if variant is not None:
+        if variant not in tune.get("variants", {}):
+            raise ValueError(f"config key tune.variants.{variant} is missing (known: {sorted(tune.get('variants', {}))})")
+        layers.append(tune["variants"][variant])
+    for layer in layers:
+        for k, v in layer.items():
+            cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    cfg.update(dataset=dataset, seed=config["seed"], prompt_format=config["llm"].get("prompt_format", "auto"))
+    return cfg
+
+
+def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str | None = None) -> dict[str, str]:
+    """Inputs of rules tune / tune_variant."""
+    if seqrec not in SEQREC:
+        raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
+    return {
+        "base": f"resources/llm/{llm_name(config)}",
+        "item_table": f"results/{dataset}/data/items.parquet",
+        "train": f"results/{dataset}/data/train.parquet",
+        "embeddings": f"results/{dataset}/{seqrec}/seqrec/item_embeddings.parquet",
+        "templates": templates_path(config),
+        "deepspeed": tune_settings(config, dataset, variant)["deepspeed_config"],
+    }

@@ -1,0 +1,35 @@
+"""Command line: ``python -m llara.report OUT_DIR ENTRIES.json [--split test] [--llm-mode generate]``.
+
+ENTRIES.json is a list of objects with keys dataset, kind (seqrec | llara | zeroshot | ablation),
+label, metrics, and optionally predictions, seqrec, variant, train_log (llara.report.collect.Entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llara.runlog import setup_logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m llara.report", description=__doc__.splitlines()[0])
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("entries", type=Path, help="JSON list of the methods to report")
+    p.add_argument("--split", default="test", choices=["test", "valid"])
+    p.add_argument("--llm-mode", default="generate", choices=["generate", "rank"])
+    p.add_argument("--no-paper-rows", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--log", type=Path, default=None)
+    a = p.parse_args(argv)
+    setup_logging(a.log)
+    from llara.report.build import build_report
+
+    build_report(json.loads(a.entries.read_text()), a.out_dir, split=a.split, llm_mode=a.llm_mode,
+                 paper_rows=not a.no_paper_rows, seed=a.seed, n_resamples=a.n_resamples)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""PNG plots of the report: HR@1 with CIs per method and dataset; training curves from train_log.csv."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_hr1(rows: list[dict], datasets: list[str], path: str | Path, title: str = "HR@1 (95% bootstrap CI)") -> None:
+    """Horizontal bars per method, one panel per dataset; paper values as red crosses.
+
+    ``rows``: dicts with ``label``, ``dataset``, ``hr1``, ``hr1_ci`` ([lo, hi] or None), ``paper_hr1``.
+    """
+    plt = _plt()
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 0.45 * len(labels) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        by = {r["label"]: r for r in rows if r["dataset"] == d}
+        y = np.arange(len(labels))
+        for i, lab in enumerate(labels):
+            r = by.get(lab)
+            if r is None:
+                continue
+            if r.get("hr1") is not None:
+                err = None
+                if r.get("hr1_ci"):
+                    lo, hi = r["hr1_ci"]
+                    err = [[max(0.0, r["hr1"] - lo)], [max(0.0, hi - r["hr1"])]]
+                ax.barh(i, r["hr1"], xerr=err, color="tab:blue", alpha=0.75, capsize=3)
+            if r.get("paper_hr1") is not None:
+                ax.plot(r["paper_hr1"], i, "x", color="tab:red", markersize=8, mew=2)
+        ax.set_yticks(y, labels)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(d)
+        ax.set_xlabel("HR@1")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].plot([], [], "x", color="tab:red", label="paper (Table 1)")
+    axes[0][0].barh([], [], color="tab:blue", alpha=0.75, label="ours (mean over candidate sets, 95% CI)")
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def read_train_log(path: str | Path) -> dict[str, np.ndarray]:
+    """train_log.csv (columns step, loss, lr, hybrid_share, tokens_per_s) as float arrays."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = ("step", "loss", "hybrid_share")
+    if rows and any(c not in rows[0] for c in need):
+        raise ValueError(f"{path}: expected columns {need} (+ lr, tokens_per_s), found {list(rows[0])}")
+
+    def col(name):
+        return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows], dtype=float)
+
+    return {c: col(c) for c in (rows[0].keys() if rows else need)}
+
+
+def plot_training(logs: dict[str, str | Path], path: str | Path) -> None:
+    """Loss and hybrid share over steps, one line per run (``logs``: label -> train_log.csv)."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for label, p in logs.items():
+        d = read_train_log(p)
+        if d["step"].size == 0:
+            continue
+        ax1.plot(d["step"], d["loss"], label=label, lw=1)
+        ax2.plot(d["step"], d["hybrid_share"], label=label, lw=1)
+    if not logs:
+        ax1.text(0.5, 0.5, "no train_log.csv in this report", ha="center", va="center", transform=ax1.transAxes)
+    ax1.set_ylabel("training loss")
+    ax2.set_ylabel("hybrid share (curriculum)")
+    ax2.set_xlabel("step")
+    ax2.set_ylim(-0.05, 1.05)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    if logs:
+        ax1.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

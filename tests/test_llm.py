@@ -1,0 +1,334 @@
+"""LLM stage unit tests on a tiny random Llama: prompts, injection, loss mask, curriculum, inference, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import make_tiny_dataset
+from llara.llm.data import (Schedule, hybrid_probability, load_item_embeddings, load_titles, load_train_rows,
+                            lr_at, sample_candidates, write_random_embeddings)
+from llara.llm.injection import inject, inject_reference
+from llara.llm.model import LlaraLM, add_lora, init_projector, load_base
+from llara.llm.prompts import (IGNORE, PromptEncoder, load_templates, render_items, validate_template)
+from llara.llm.testing import make_tiny_llama
+
+D_REC = 16
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Tiny dataset + random embedding table + tiny random Llama (tokenizer with a chat template)."""
+    root = tmp_path_factory.mktemp("llm")
+    data = make_tiny_dataset(root / "data")
+    titles = load_titles(data / "items.parquet")
+    write_random_embeddings(data / "emb.parquet", len(titles), D_REC, seed=1)
+    model = make_tiny_llama(root / "model", titles)
+    return {"root": root, "data": data, "titles": titles, "model": model, "emb": data / "emb.parquet"}
+
+
+def _encoder(env, fmt="raw"):
+    tok, base = load_base(env["model"])
+    return PromptEncoder(tok, env["titles"], load_templates("lastfm"), fmt), base
+
+
+def _samples(env, n=4, seed=0):
+    rows = pq.read_table(env["data"] / "test.parquet").to_pylist()[:n]
+    reps = ["hybrid", "text", "id", "hybrid"]
+    return [{"history": r["history"], "candidates": r["candidates"], "target": r["target"],
+             "representation": reps[i % 4], "template": i % 3} for i, r in enumerate(rows)]
+
+
+# ---- templates ---------------------------------------------------------------------------------
+
+def test_packaged_templates_valid():
+    for ds in ("lastfm", "movielens", "steam"):
+        ts = load_templates(ds)
+        assert len(ts) == 3
+        assert all("{history}" in t and "{candidates}" in t for t in ts)
+
+
+def test_template_without_placeholders_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"\{candidates\}"):
+        validate_template("This user has listened to {history}. The answer is", "x")
+    bad = tmp_path / "t.yaml"
+    bad.write_text("datasets: {lastfm: artist}\ndomains:\n  artist:\n    - 'No placeholders here. The answer is'\n")
+    with pytest.raises(ValueError, match=r"t\.yaml: domains\.artist\[0\].*placeholder"):
+        load_templates("lastfm", bad)
+    bad.write_text("datasets: {lastfm: artist}\ndomains:\n  artist:\n    - '{history} {candidates} {user}'\n")
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        load_templates("lastfm", bad)
+
+
+def test_item_rendering():
+    titles = ["A", "B", "C"]
+    assert render_items(titles, [0, 2], "hybrid", "[HistoryEmb]") == "A [HistoryEmb], C [HistoryEmb]"
+    assert render_items(titles, [0, 2], "text", "[HistoryEmb]") == "A [PH], C [PH]"
+    assert render_items(titles, [0, 2], "id", "[CansEmb]") == "[CansEmb], [CansEmb]"
+    assert render_items(titles, [1], "plain", "[CansEmb]") == "B"
+
+
+# ---- injection -----------------------------------------------------------------------------------
+
+def test_injection_equals_reference(env):
+    enc, base = _encoder(env)
+    samples = _samples(env)
+    batch = enc.training_batch(samples)
+    table = torch.from_numpy(load_item_embeddings(env["emb"], len(env["titles"])))
+    proj = init_projector(D_REC, base.get_input_embeddings(), seed=3)
+    with torch.no_grad():
+        proj.special.add_(torch.randn_like(proj.special))  # distinct learned rows
+    emb = base.get_input_embeddings()
+    fast = inject(emb, proj, table, batch["input_ids"], batch["item_slots"], enc.special_ids[0])
+    hist = [s["history"] if s["representation"] != "text" else [] for s in samples]
+    cans = [s["candidates"] if s["representation"] != "text" else [] for s in samples]
+    ref = inject_reference(emb, proj, table, batch["input_ids"], hist, cans, enc.special_ids)
+    assert fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    # every hybrid/id row has one slot per history item and candidate, text rows none
+    n_slots = (batch["item_slots"] >= 0).sum(1).tolist()
+    assert n_slots == [len(h) + len(c) for h, c in zip(hist, cans)]
+    # gradients reach the projector MLP and the special rows through the injected embeddings
+    fast.sum().backward()
+    assert proj.mlp[0].weight.grad.abs().sum() > 0
+    assert proj.special.grad[0].abs().sum() > 0  # [PH] rows of the text sample
+
+
+def test_injection_all_text_keeps_projector_in_graph(env):
+    enc, base = _encoder(env)
+    samples = [dict(s, representation="text") for s in _samples(env, 2)]
+    batch = enc.training_batch(samples)
+    assert (batch["item_slots"] < 0).all()
+    table = torch.from_numpy(load_item_embeddings(env["emb"], len(env["titles"])))
+    proj = init_projector(D_REC, base.get_input_embeddings(), seed=3)
+    out = inject(base.get_input_embeddings(), proj, table, batch["input_ids"], batch["item_slots"], enc.special_ids[0])
+    out.sum().backward()
+    assert proj.mlp[0].weight.grad is not None and proj.mlp[0].weight.grad.abs().sum() == 0
+
+
+# ---- loss mask -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+def test_loss_mask_covers_only_the_answer(env, fmt):
+    enc, base = _encoder(env, fmt)
+    samples = _samples(env)
+    batch = enc.training_batch(samples)
+    tok = enc.tokenizer
+    for i, s in enumerate(samples):
+        lab = batch["labels"][i]
+        ans = lab[lab != IGNORE].tolist()
+        assert tok.decode(ans) == enc.answer_text(s["target"])
+        # the prompt tokens are exactly the prompt encoded alone (what inference feeds)
+        n_prompt = int((lab == IGNORE).nonzero()[-1]) + 1 if (lab == IGNORE).any() else 0
+        prompt = enc.prompt_text(s["history"], s["candidates"], s["representation"], s["template"])
+        k = batch["attention_mask"][i].sum().item() - len(ans)
+        assert batch["input_ids"][i, :k].tolist() == enc.encode_prompts([prompt])[0]
+        assert (lab[batch["attention_mask"][i] == 0] == IGNORE).all()
+        assert n_prompt >= k
+    # our answer-position loss equals the HF loss with the same labels
+    table = torch.from_numpy(load_item_embeddings(env["emb"], len(env["titles"])))
+    m = LlaraLM(base, init_projector(D_REC, base.get_input_embeddings(), 0), table, enc.special_ids[0])
+    with torch.no_grad():
+        loss, n = m(**batch)
+        embeds = m.embed(batch["input_ids"], batch["item_slots"])
+        hf = base(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    torch.testing.assert_close(loss, hf, rtol=1e-5, atol=1e-5)
+    assert n == (batch["labels"][:, 1:] != IGNORE).sum()
+
+
+# ---- curriculum, sampling, schedule --------------------------------------------------------------
+
+def test_curriculum_share_follows_tau_over_T(env):
+    rows = load_train_rows(env["data"] / "train.parquet", len(env["titles"]))
+    sch = Schedule(rows, len(env["titles"]), seed=5, epochs=40, effective_batch=32, n_candidates=10, n_templates=3,
+                   curriculum="linear", representation="hybrid")
+    T = sch.total_steps
+    shares = np.array([np.mean([s["hybrid"] for s in sch.step_samples(t)]) for t in range(1, T + 1)])
+    expected = np.arange(1, T + 1) / T
+    assert shares[-1] == 1.0
+    assert shares[:max(1, T // 20)].mean() < 0.1
+    # binned shares track tau/T (binomial noise over 32 x bin samples)
+    bins = np.array_split(np.arange(T), 10)
+    for b in bins:
+        assert abs(shares[b].mean() - expected[b].mean()) < 0.08
+    assert np.corrcoef(shares, expected)[0, 1] > 0.95
+    assert hybrid_probability("none", 3, 10) == 0.0 and hybrid_probability("hybrid_only", 1, 10) == 1.0
+    s = sch.step_samples(7)
+    assert s == sch.step_samples(7)  # a pure function of (seed, step): resume sees the same batches
+    assert all(x["representation"] == ("hybrid" if x["hybrid"] else "text") for x in s)
+
+
+def test_candidates_sampler():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        c = sample_candidates(rng, [1, 2, 3], 7, 40, 20)
+        assert len(c) == 20 and len(set(c)) == 20 and c.count(7) == 1 and not {1, 2, 3} & set(c)
+    with pytest.raises(ValueError, match="n_candidates"):
+        sample_candidates(rng, list(range(30)), 35, 40, 20)
+
+
+def test_lr_schedule():
+    T, w = 100, 5
+    assert lr_at(0, T, 1e-3, 1e-5, 1e-6, w) == pytest.approx(1e-6)
+    assert lr_at(w, T, 1e-3, 1e-5, 1e-6, w) == pytest.approx((1e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * w / T)) + 1e-5)
+    assert lr_at(T, T, 1e-3, 1e-5, 1e-6, w) == pytest.approx(1e-5)
+
+
+# ---- inference -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tuned(env):
+    """A 'tuned' model: random LoRA weights + random projector saved like the tune rule does."""
+    from llara.llm.projector import save_projector
+
+    tok, base = load_base(env["model"])
+    torch.manual_seed(0)
+    lm = add_lora(base)
+    with torch.no_grad():
+        for n, p in lm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    out = env["root"] / "tuned"
+    lm.save_pretrained(out / "adapter")
+    proj = init_projector(D_REC, base.get_input_embeddings(), 1)
+    save_projector(proj, out / "projector.safetensors", {"dataset": "lastfm", "prompt_format": "raw",
+                                                         "templates": load_templates("lastfm")})
+    return out
+
+
+def _rows(env, n=3):
+    return pq.read_table(env["data"] / "test.parquet").to_pylist()[:n]
+
+
+@pytest.mark.parametrize("representation", ["hybrid", "text"])
+def test_score_candidates_equals_naive(env, tuned, representation):
+    from llara.llm.inference import load_llara, score_candidates, score_candidates_naive
+
+    m = load_llara(env["model"], env["data"] / "items.parquet", env["emb"], tuned / "adapter",
+                   tuned / "projector.safetensors", merge_adapter=False)
+    rows = _rows(env)
+    fast = score_candidates(m, rows, representation, batch_size=2)
+    naive = score_candidates_naive(m, rows, representation)
+    assert fast.shape == (3, len(rows[0]["candidates"]))
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-4)
+
+
+def test_zero_shot_score_and_generate(env):
+    from llara.llm.inference import generate, load_llara, score_candidates, score_candidates_naive
+
+    m = load_llara(env["model"], env["data"] / "items.parquet")
+    assert m.zero_shot and m.encoder.prompt_format == "chat"  # instruct-style tokenizer: chat template
+    rows = _rows(env, 2)
+    np.testing.assert_allclose(score_candidates(m, rows), score_candidates_naive(m, rows), rtol=1e-5, atol=1e-4)
+    out = generate(m, rows, max_new_tokens=4)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+
+
+def test_generate_batched_equals_single(env, tuned):
+    from llara.llm.inference import generate, load_llara
+
+    m = load_llara(env["model"], env["data"] / "items.parquet", env["emb"], tuned / "adapter",
+                   tuned / "projector.safetensors")
+    rows = _rows(env, 4)
+    rows[1] = dict(rows[1], history=rows[1]["history"][:3])  # different prompt lengths: left padding matters
+    assert generate(m, rows, batch_size=4, max_new_tokens=6) == generate(m, rows, batch_size=1, max_new_tokens=6)
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+def _paths(env, **kw):
+    from llara.llm.train import TunePaths
+
+    d = dict(base=str(env["model"]), items=str(env["data"] / "items.parquet"), train=str(env["data"] / "train.parquet"),
+             embeddings=str(env["emb"]), out_dir=str(env["root"] / "o"), ckpt_dir=str(env["root"] / "c"))
+    d.update(kw)
+    return TunePaths(**d)
+
+
+def test_bad_input_errors_before_training(env, tmp_path):
+    from llara.llm.train import TuneConfig, main, preflight
+
+    ds = Path(__file__).resolve().parents[1] / "config" / "deepspeed" / "zero2.json"
+    cfg = TuneConfig.from_dict({"deepspeed_config": str(ds)})
+    preflight(cfg, _paths(env))  # the good case passes
+    # embedding table with a missing row
+    short = tmp_path / "short.parquet"
+    write_random_embeddings(short, len(env["titles"]) - 1, D_REC)
+    with pytest.raises(ValueError, match=r"short\.parquet: 39 embedding rows but items.parquet has 40"):
+        preflight(cfg, _paths(env, embeddings=str(short)))
+    with pytest.raises(FileNotFoundError, match="item embeddings .*missing.parquet"):
+        preflight(cfg, _paths(env, embeddings=str(tmp_path / "missing.parquet")))
+    # unknown model path
+    with pytest.raises(FileNotFoundError, match="no/such/model"):
+        preflight(cfg, _paths(env, base=str(tmp_path / "no/such/model")))
+    # DeepSpeed config that does not parse
+    bad = tmp_path / "ds.json"
+    bad.write_text('{"zero_optimization": {"stage": 2,}}')
+    with pytest.raises(ValueError, match=r"tune.deepspeed_config: .*ds\.json is not valid JSON"):
+        preflight(TuneConfig.from_dict({"deepspeed_config": str(bad)}), _paths(env))
+    # template without placeholders
+    tpl = tmp_path / "tpl.yaml"
+    tpl.write_text("datasets: {lastfm: artist}\ndomains: {artist: ['Pick one. The answer is']}\n")
+    with pytest.raises(ValueError, match=r"tpl\.yaml.*lacks the placeholder"):
+        preflight(cfg, _paths(env, templates=str(tpl)))
+    # config keys
+    with pytest.raises(ValueError, match="tune.curriculum"):
+        TuneConfig.from_dict({"curriculum": "cosine"})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr_max'\]"):
+        TuneConfig.from_dict({"lr_max": 1.0})
+    # the CLI fails the same way, before any model or DeepSpeed is loaded
+    with pytest.raises(ValueError, match="embedding rows"):
+        main(["--config-json", json.dumps({"deepspeed_config": str(ds)}), "--base", str(env["model"]),
+              "--items", str(env["data"] / "items.parquet"), "--train", str(env["data"] / "train.parquet"),
+              "--embeddings", str(short), "--out-dir", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_embedding_dim_mismatch_with_projector(env, tuned, tmp_path):
+    from llara.llm.inference import load_llara
+
+    wrong = tmp_path / "wrong.parquet"
+    write_random_embeddings(wrong, len(env["titles"]), D_REC + 1)
+    with pytest.raises(ValueError, match=r"wrong\.parquet: embedding dimension 17 != the projector's input size 16"):
+        load_llara(env["model"], env["data"] / "items.parquet", wrong, tuned / "adapter", tuned / "projector.safetensors")
+
+
+def test_base_llm_local_source(env, tmp_path):
+    from llara.llm.base import prepare_base_llm
+
+    info = prepare_base_llm({"source": "local", "path": str(env["model"])}, tmp_path / "m")
+    assert info["source"] == "local" and (tmp_path / "m" / "config.json").is_file()
+    tok, model = load_base(tmp_path / "m")
+    assert model.config.hidden_size == 32
+    with pytest.raises(FileNotFoundError, match="llm.path: model folder .*nowhere does not exist"):
+        prepare_base_llm({"source": "local", "path": str(tmp_path / "nowhere")}, tmp_path / "m2")
+    with pytest.raises(ValueError, match="llm.source"):
+        prepare_base_llm({"source": "ftp"}, tmp_path / "m3")
+
+
+def test_workflow_settings_precedence():
+    import yaml
+
+    from llara.llm import workflow as wf
+    from llara.llm.train import TuneConfig
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    config["tune"]["overrides"] = {"steam": {"lr": 5e-4, "lora": {"r": 16}}}
+    s = wf.tune_settings(config, "steam", "text_only")
+    assert s["lr"] == 5e-4 and s["lora"]["r"] == 16 and s["lora"]["alpha"] == 32
+    assert s["representation"] == "text" and s["curriculum"] == "none" and s["dataset"] == "steam"
+    assert "variants" not in s and "overrides" not in s
+    TuneConfig.from_dict(s)  # every resolved slice is a valid TuneConfig
+    for v in config["tune"]["variants"]:
+        TuneConfig.from_dict(wf.tune_settings(config, "lastfm", v))
+    assert wf.tune_settings(config, "lastfm") == wf.tune_settings(config, "lastfm")
+    with pytest.raises(ValueError, match="tune.variants.nope"):
+        wf.tune_settings(config, "lastfm", "nope")
+    inputs = wf.tune_inputs(config, "lastfm", "sasrec")
+    assert inputs["embeddings"] == "results/lastfm/sasrec/seqrec/item_embeddings.parquet"
+    assert inputs["base"] == "resources/llm/smollm2-135m-instruct"
