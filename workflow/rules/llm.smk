@@ -27,13 +27,13 @@ rule base_llm:
 
 rule tune:
     input:
-        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec)),
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, repo=workflow.basedir)),
     output:
         adapter=directory("results/{dataset}/{seqrec}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/llara/train_log.csv",
     params:
-        settings=lambda w: llmwf.tune_settings(config, w.dataset),
+        settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir),
         ckpt_dir="results/{dataset}/{seqrec}/llara_ckpt",  # kept outside the outputs: resume after a kill
     log:
         "logs/tune/{dataset}_{seqrec}.log",
@@ -48,13 +48,13 @@ rule tune:
 
 rule tune_variant:
     input:
-        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant)),
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant, workflow.basedir)),
     output:
         adapter=directory("results/{dataset}/{seqrec}/ablations/{variant}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/ablations/{variant}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/ablations/{variant}/llara/train_log.csv",
     params:
-        settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant),
+        settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir),
         ckpt_dir="results/{dataset}/{seqrec}/ablations/{variant}/llara_ckpt",
     log:
         "logs/tune/{dataset}_{seqrec}_{variant}.log",

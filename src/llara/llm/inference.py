@@ -222,7 +222,8 @@ def score_candidates(llara_model: LlaraModel, rows, representation="hybrid", bat
         n_rows, p_len = ids.shape
         embeds = m.module.embed(ids, b["item_slots"].to(dev))
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+        # only the last prompt position's logits are needed (saves a [B, P, V] tensor)
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(out.logits[:, -1].float(), -1)          # [B, V]
         cache = out.cache
         # candidate answers, [B*C, Lc] right-padded

@@ -37,9 +37,19 @@ def base_slice(config: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in config["llm"].items() if k not in ("prompt_format", "templates")}
 
 
-def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = None) -> dict[str, Any]:
+def repo_relative(path: str, repo: str | None) -> str:
+    """A config path as given when it exists from the working directory; else relative to the repository.
+
+    Lets ``snakemake -d elsewhere`` find the repository's own files (e.g. config/deepspeed/zero2.json).
+    """
+    if repo is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(repo, path)
+
+
+def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = None, repo: str | None = None) -> dict[str, Any]:
     """The resolved TuneConfig dict: tune.* < tune.overrides.<dataset> < tune.variants.<variant>
-    (+ seed, dataset, llm.prompt_format)."""
+    (+ seed, dataset, llm.prompt_format); ``repo`` resolves repository-relative paths."""
     tune = config["tune"]
     cfg = {k: v for k, v in tune.items() if k not in TUNE_META}
     layers = [tune.get("overrides", {}).get(dataset, {})]
@@ -51,10 +61,12 @@ def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = No
         for k, v in layer.items():
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     cfg.update(dataset=dataset, seed=config["seed"], prompt_format=config["llm"].get("prompt_format", "auto"))
+    cfg["deepspeed_config"] = repo_relative(cfg["deepspeed_config"], repo)
     return cfg
 
 
-def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str | None = None) -> dict[str, str]:
+def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str | None = None,
+                repo: str | None = None) -> dict[str, str]:
     """Inputs of rules tune / tune_variant."""
     if seqrec not in SEQREC:
         raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
@@ -64,5 +76,5 @@ def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str 
         "train": f"results/{dataset}/data/train.parquet",
         "embeddings": f"results/{dataset}/{seqrec}/seqrec/item_embeddings.parquet",
         "templates": templates_path(config),
-        "deepspeed": tune_settings(config, dataset, variant)["deepspeed_config"],
+        "deepspeed": tune_settings(config, dataset, variant, repo)["deepspeed_config"],
     }
