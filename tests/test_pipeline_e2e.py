@@ -86,6 +86,8 @@ def test_whole_dag_deterministic_and_cached(setup):
     assert _numbers(runs[0]) == _numbers(runs[1])
 
     wd = root / "run1"
+    _run(setup, wd, "--report", str(wd / "report.html"))  # Snakemake's HTML report with the plots attached
+    assert (wd / "report.html").stat().st_size > 10_000
     assert "Nothing to be done" in (_run(setup, wd, "-n").stdout + _run(setup, wd, "-n").stderr)
     # a seqrec hyper-parameter: seqrec, tune, evaluate and report rerun; the data stage does not
     cfg = json.loads(json.dumps(setup["cfg"]))

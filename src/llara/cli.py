@@ -56,11 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--seed", type=int, default=42)
     pp.add_argument("--extra-sha256", type=_json_arg, default={})
     pp.set_defaults(func=_preprocess)
+    for name, (_, text) in _FORWARD.items():
+        sub.add_parser(name, help=f"{text} (`llara {name} --help`)", add_help=False)
     return p
+
+
+# Later stages keep their own argument parsers; `llara <stage> ...` forwards to them.
+_FORWARD = {
+    "seqrec": ("llara.seqrec.__main__", "train SASRec / GRU4Rec / Caser and export item embeddings"),
+    "base-llm": ("llara.llm.base", "build the base LLM folder (GGUF rebuild, local folder or hub id)"),
+    "tune": ("llara.llm.train", "curriculum LoRA + projector tuning under DeepSpeed"),
+    "evaluate": ("llara.evaluate.__main__", "generate/rank evaluation on the stored candidates"),
+    "report": ("llara.report.__main__", "the paper-style table and plots"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one stage from the command line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _FORWARD:
+        import importlib
+
+        rc = importlib.import_module(_FORWARD[argv[0]][0]).main(argv[1:])
+        return int(rc or 0)
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
     args.func(args)
