@@ -14,6 +14,7 @@ items by the dot product of that state with the item-embedding table (:meth:`Seq
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
@@ -43,7 +44,7 @@ def fit_width(left_aligned: torch.Tensor, width: int, pad_id: int) -> torch.Tens
     return torch.cat([pad, left_aligned], dim=1)
 
 
-class SeqRecModel(nn.Module):
+class SeqRecModel(nn.Module, abc.ABC):
     """Base class: an item table with a padding row, an encoder to implement, dot-product scoring.
 
     Subclasses set ``name`` and implement :meth:`_encode_left_aligned`, which receives a batch
@@ -67,8 +68,9 @@ class SeqRecModel(nn.Module):
         """The architecture hyper-parameters needed to rebuild this model (see ``llara.seqrec.registry``)."""
         return {"hidden_size": self.hidden_size, "max_len": self.max_len, "dropout": self.dropout_p}
 
+    @abc.abstractmethod
     def _encode_left_aligned(self, seqs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``[batch, max_len]`` left-aligned histories -> ``[batch, hidden_size]``; each model defines it."""
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """``[batch, length]`` left- or right-padded histories -> ``[batch, hidden_size]`` user states."""
