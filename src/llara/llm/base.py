@@ -173,6 +173,8 @@ def _readable(path: Path) -> None:
     """mkdtemp/safetensors create owner-only modes; make the shared model folder world-readable."""
     path.chmod(0o755)
     for f in path.rglob("*"):
+        if f.is_file() and f.stat().st_nlink > 1:
+            continue  # a hard link to the user's own model file (llm.source: local): leave its mode alone
         f.chmod(0o755 if f.is_dir() else 0o644)
 
 
