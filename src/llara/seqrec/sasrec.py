@@ -85,6 +85,14 @@ class SASRec(SeqRecModel):
     def hparams(self) -> dict[str, Any]:
         return {**super().hparams(), "n_layers": self.n_layers, "n_heads": self.n_heads}
 
+    def attention_mask(self, seqs: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, L, L]`` boolean mask (True = may attend): position t sees the real items at
+        positions <= t, and itself (so a padding row never attends to an empty set)."""
+        length = seqs.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
+        mask = (causal & (seqs != self.pad_id)[:, None, :]) | torch.eye(length, dtype=torch.bool, device=seqs.device)
+        return mask.unsqueeze(1)  # broadcast over heads
+
     def sequence_states(self, seqs: torch.Tensor) -> torch.Tensor:
         """``[batch, max_len]`` left-padded histories -> ``[batch, max_len, d]`` per-position states."""
         length = seqs.shape[1]
@@ -92,10 +100,7 @@ class SASRec(SeqRecModel):
         positions = torch.arange(length, device=seqs.device)
         x = self.item_emb(seqs) * math.sqrt(self.hidden_size) + self.pos_emb(positions)
         x = self.emb_dropout(x) * keep
-        causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
-        # a position attends to earlier real items and to itself (so padding rows never see an empty row)
-        mask = (causal & (seqs != self.pad_id)[:, None, :]) | torch.eye(length, dtype=torch.bool, device=seqs.device)
-        mask = mask.unsqueeze(1)  # [b, 1, L, L], broadcast over heads
+        mask = self.attention_mask(seqs)
         for block in self.blocks:
             x = block(x, mask, keep)
         return self.final_norm(x)
