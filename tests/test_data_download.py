@@ -13,7 +13,7 @@ from conftest import SHARED, run_snakemake
 
 from llara.data.download import ChecksumError, download_dataset
 from llara.data.preprocess import DataConfig, build_items_and_rows
-from llara.data.safe_pickle import UnsafePickleError, load_dataframe
+from llara.data.safe_pickle import UnsafePickleError, read_frame
 from llara.io import sha256_file
 
 needs_mirror = pytest.mark.skipif(not (SHARED / "datasets" / "ml-100k.zip").is_file(), reason="../shared/datasets absent")
@@ -32,10 +32,10 @@ def test_malicious_pickle_refused(tmp_path):
     p = tmp_path / "train_data.df"
     p.write_bytes(pickle.dumps(_Evil(marker)))
     with pytest.raises(UnsafePickleError, match="refuses to load global"):
-        load_dataframe(p, sha256_file(p))  # even a file whose sha256 the user pinned
+        read_frame(p, sha256_file(p))  # even a file whose sha256 the user pinned
     assert not marker.exists()
     with pytest.raises(ValueError, match="sha256 mismatch"):
-        load_dataframe(p, "0" * 64)
+        read_frame(p, "0" * 64)
     assert not marker.exists()
 
 
@@ -46,6 +46,7 @@ def test_llara_steam_split_with_user_pin(tmp_path):
     (raw / "id2name.txt").write_text("".join(f"{i}::Game {i}\n" for i in range(3581)))
     df = pd.DataFrame({"seq": [[1, 2, 3, 3581, 3581], [4, 5, 3581, 3581, 3581], [7, 8, 9, 10, 11]],
                        "len_seq": [3, 2, 5], "next": [4, 6, 12]})
+    df.columns = pd.Index(list(df.columns), dtype=object)  # the released format (pandas 3 would use Arrow strings)
     for name in ("train_data.df", "Val_data.df", "Test_data.df"):
         df.to_pickle(raw / name)
     pins = {f"llara/steam/{n}": sha256_file(raw / n) for n in ("train_data.df", "Val_data.df", "Test_data.df")}
@@ -63,10 +64,17 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path):
     mirror = tmp_path / "mirror"
     shutil.copytree(SHARED / "datasets" / "llara" / "lastfm", mirror / "llara" / "lastfm")
     (mirror / "llara" / "lastfm" / "Val_data.df").chmod(0o644)
-    with open(mirror / "llara" / "lastfm" / "Val_data.df", "ab") as f:
-        f.write(b"tampered")
+    val = mirror / "llara" / "lastfm" / "Val_data.df"
+    data = bytearray(val.read_bytes())
+    data[-20] ^= 1  # same size, other content
+    val.write_bytes(bytes(data))
     out = tmp_path / "resources" / "raw" / "lastfm" / "llara"
     with pytest.raises(ChecksumError, match=r"Val_data\.df: sha256 mismatch: expected 92a1ddb6.*, found [0-9a-f]{64}"):
+        download_dataset("lastfm", "llara", out, mirror=mirror)
+    assert not out.exists() and not any(out.parent.iterdir())
+    with open(val, "ab") as f:  # longer than its pinned size: the copy stops there
+        f.write(b"tampered")
+    with pytest.raises(ChecksumError, match=r"Val_data\.df: larger than 6690 bytes"):
         download_dataset("lastfm", "llara", out, mirror=mirror)
     assert not out.exists() and not any(out.parent.iterdir())
 

@@ -12,6 +12,7 @@ Entry points:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -301,6 +302,12 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
     missing, extra = need - set(settings), set(settings) - need
     if missing or extra:
         raise ValueError(f"evaluation settings: missing {sorted(missing)}, unknown {sorted(extra)}")
+    from llara.evaluate.workflow import SETTING_KEYS
+    from llara.settings import check_settings
+
+    # the config schema's types and bounds, as for a Snakemake run (k is evaluate.candidate_sets.<method>)
+    check_settings({"evaluate": {**{k: copy.deepcopy(settings[k]) for k in SETTING_KEYS},
+                                 "candidate_sets": {"llara": settings["k"]}}})
     s = settings
     unknown = [x for x in s["splits"] if x not in split_paths]
     if unknown:
