@@ -128,3 +128,75 @@ def test_snakemake_corrupt_mirror(tmp_path):
     assert not (work / "resources/raw/movielens/raw").exists()
     assert not list((work / "resources/raw/movielens").glob("*"))
     assert not (work / "results").exists()
+
+
+# ------------------------------------------------------------------------- streamed, bounded, own pins
+def _zip_with(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_archive_members_are_hashed_in_bounded_memory(tmp_path):
+    """A 64 MiB member (a few KB compressed) is hashed in chunks: peak memory stays far below its size."""
+    import hashlib
+    import tracemalloc
+
+    from llara.data.download import verify
+    from llara.data.sources import Member, RemoteFile
+
+    big = bytes(64 << 20)
+    zp = _zip_with(tmp_path / "a.zip", {"big.dat": big})
+    f = RemoteFile("a.zip", "https://example.invalid/a.zip", members={"big.dat": Member(hashlib.sha256(big).hexdigest(), len(big))})
+    del big
+    tracemalloc.start()
+    try:
+        verify(zp, f)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB while hashing a 64 MiB member"
+
+
+def test_member_sizes_are_bounded_by_their_pins(tmp_path):
+    from llara.data.download import verify
+    from llara.data.sources import Member, RemoteFile
+
+    import hashlib
+
+    data = b"x" * 1000
+    zp = _zip_with(tmp_path / "a.zip", {"m.dat": data})
+    good = hashlib.sha256(data).hexdigest()  # the sha256 is right; only the size lies
+    verify(zp, RemoteFile("a.zip", "u", members={"m.dat": Member(good, 1000)}))
+    with pytest.raises(ChecksumError, match=r"member m\.dat is 1000 bytes, its pin says 999"):
+        verify(zp, RemoteFile("a.zip", "u", members={"m.dat": Member(good, 999)}))
+    with pytest.raises(ChecksumError, match=r"lacks member other\.dat"):
+        verify(zp, RemoteFile("a.zip", "u", members={"other.dat": Member(good, 1000)}))
+
+
+def test_each_dataset_gets_only_its_own_pins():
+    from llara.data.sources import pins_for
+
+    extra = {"llara/steam/train_data.df": "a" * 64, "llara/lastfm/train_data.df": "b" * 64,
+             "ml-100k.zip/ml-100k/u.data": "c" * 64, "hetrec2011-lastfm-2k.zip": "d" * 64}
+    assert pins_for("lastfm", "llara", extra) == {"llara/lastfm/train_data.df": "b" * 64}
+    assert pins_for("steam", "llara", extra) == {"llara/steam/train_data.df": "a" * 64}
+    assert pins_for("movielens", "llara", extra) == {"ml-100k.zip/ml-100k/u.data": "c" * 64}
+    assert pins_for("movielens", "raw", extra) == {"ml-100k.zip/ml-100k/u.data": "c" * 64}
+    assert pins_for("lastfm", "raw", extra) == {"hetrec2011-lastfm-2k.zip": "d" * 64}
+
+
+@needs_mirror
+def test_pinning_one_dataset_reruns_nothing_of_another(tmp_path):
+    """A Steam pin is not a param of LastFM's jobs (it reran LastFM's whole pipeline before)."""
+    env = {"LLARA_MIRROR": str(SHARED / "datasets")}
+    run_snakemake(tmp_path, ["resources/raw/lastfm/llara"], env=env)
+    steam = 'download={"extra_sha256": {"llara/steam/train_data.df": "%s"}}' % ("0" * 64)
+    proc = run_snakemake(tmp_path, [], "-n", "resources/raw/lastfm/llara", "--config", steam, env=env)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    pin = sha256_file(SHARED / "datasets" / "llara" / "lastfm" / "train_data.df")
+    lastfm = 'download={"extra_sha256": {"llara/lastfm/train_data.df": "%s"}}' % pin
+    proc = run_snakemake(tmp_path, [], "-n", "resources/raw/lastfm/llara", "--config", lastfm, env=env)
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" not in out and "download" in out  # its own pin does rerun it

@@ -15,6 +15,7 @@ A bad file fails with :class:`UnsafePickleError` (a global or opcode outside tha
 
 from __future__ import annotations
 
+import math
 import pickle
 import pickletools
 from dataclasses import dataclass
@@ -242,7 +243,7 @@ class _Decoder:
     def numeric(self, buf: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
         if not isinstance(buf, (bytes, bytearray)):
             raise self.fail(f"array data is a {type(buf).__name__}, expected bytes")
-        size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        size = math.prod(shape)  # exact (Python ints): a lying shape cannot wrap around
         if size * dtype.itemsize != len(buf):
             raise self.fail(f"array of shape {shape} and dtype {dtype} needs {size * dtype.itemsize} bytes, "
                             f"the file holds {len(buf)}")
@@ -269,7 +270,7 @@ class _Decoder:
         shape, dtype = self.shape(shape), self.dtype(dtype)
         if dtype != object:
             return self.numeric(data, dtype, shape, fortran)
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         if type(data) is not list or len(data) != size:
             raise self.fail(f"object array of shape {shape} holds {len(data) if type(data) is list else data!r} items")
         self.spend(size)
@@ -384,7 +385,12 @@ def read_frame(path: str | Path, expected_sha256: str) -> tuple[dict[Any, list[A
     after checking its sha256 against the pin. Never runs code from the file."""
     data = _read_pinned(path, expected_sha256)
     tree = _interpret(data, str(path))
-    return _Decoder(str(path), budget=4 * len(data) + 1024).frame(tree)
+    try:
+        return _Decoder(str(path), budget=4 * len(data) + 1024).frame(tree)
+    except PickleFormatError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, RecursionError, MemoryError) as e:
+        raise PickleFormatError(f"{path}: not a DataFrame of the expected layout: {type(e).__name__}: {e}") from None
 
 
 @dataclass(frozen=True)

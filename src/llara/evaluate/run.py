@@ -28,7 +28,7 @@ from llara.evaluate.engine import Engine, LlaraEngine
 from llara.evaluate.matching import RULE_NAME, score_outputs
 from llara.evaluate.metrics import generate_block, rank_block
 from llara.evaluate.ranking import target_ranks
-from llara.io import write_json, write_parquet
+from llara.io import check_replaceable, write_json, write_parquet
 from llara.provenance import provenance
 
 log = logging.getLogger("llara.evaluate")
@@ -241,6 +241,8 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
     Raises FileNotFoundError naming the missing artefact when the requested dataset/backbone has no
     tuned model (adapter folder or projector file absent).
     """
+    for out in (predictions_path, metrics_path):  # before any work: never replace what llara did not write
+        check_replaceable(out)
     if threads:
         import torch
 

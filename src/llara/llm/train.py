@@ -282,6 +282,10 @@ def _micro_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) one tuning run as this process's rank; rank 0 writes the outputs. Returns a summary."""
+    from llara.io import check_replaceable
+
+    for name in ("adapter", "projector.safetensors", "train_log.csv"):  # never replace what llara did not write
+        check_replaceable(Path(paths.out_dir) / name)
     prep = preflight(cfg, paths)
     fp = fingerprint(cfg, paths)
     if "RANK" not in os.environ:
