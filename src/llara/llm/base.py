@@ -238,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--download-dir", default="resources/llm/_downloads")
     ap.add_argument("--log", default=None)
     args = ap.parse_args(argv)
+    try:
+        llm_cfg = json.loads(args.config_json)
+    except json.JSONDecodeError as e:
+        ap.error(f"argument --config-json: not valid JSON ({e})")
     setup_logging(args.log)
-    info = prepare_base_llm(json.loads(args.config_json), args.out, args.download_dir)
+    info = prepare_base_llm(llm_cfg, args.out, args.download_dir)
     log.info("base LLM ready at %s: %s", args.out, info)
     return 0
 
