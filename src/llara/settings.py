@@ -50,6 +50,7 @@ Defined once in the schema (``$defs/slug``); the Snakemake wildcard constraints 
 
 
 # --------------------------------------------------------------------------------------------- schema
+@functools.cache
 def _validator_class():
     from jsonschema import Draft202012Validator, validators
 
