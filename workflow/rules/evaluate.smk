@@ -62,7 +62,6 @@ rule evaluate_ablation:
         "logs/evaluate_ablation/{dataset}_{seqrec}_{variant}.log",
     wildcard_constraints:
         seqrec="|".join(evalwf.SEQREC),
-        variant="[A-Za-z0-9_-]+",
     threads: 2
     conda:
         ENV

@@ -83,10 +83,16 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TuneConfig":
+        from llara.settings import check_settings
+
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"tune: unknown key(s) {unknown}; known: {sorted(names)}")
+        # the config schema and cross-key rules, as for a Snakemake run (llara.settings)
+        extra = ("dataset", "seed", "prompt_format")
+        check_settings({"tune": {k: v for k, v in d.items() if k not in extra}, **({"seed": d["seed"]} if "seed" in d else {}),
+                        **({"llm": {"prompt_format": d["prompt_format"]}} if "prompt_format" in d else {})})
         d = dict(d)
         if isinstance(d.get("lora"), dict):
             lnames = {f.name for f in dataclasses.fields(LoraSettings)}
@@ -353,6 +359,10 @@ def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accu
 
 def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) one tuning run as this process's rank; rank 0 writes the outputs. Returns a summary."""
+    from llara.io import check_replaceable
+
+    for name in ("adapter", "projector.safetensors", "train_log.csv"):  # never replace what llara did not write
+        check_replaceable(Path(paths.out_dir) / name)
     prep = preflight(cfg, paths)
     fp = fingerprint(cfg, paths)
     if "RANK" not in os.environ:
@@ -366,6 +376,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     import deepspeed
     from deepspeed.utils import safe_get_full_fp32_param
 
+    from llara.io import make_scratch_dir, remove_tree
     from llara.llm.data import Schedule
     from llara.llm.model import load_base, resolve_precision
     from llara.llm.prompts import PromptEncoder, resolve_prompt_format
@@ -409,8 +420,8 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
         if rank == 0:
             if ckpt.exists():
                 log.info("discarding checkpoints in %s (no match for fingerprint %s)", ckpt, fp)
-                shutil.rmtree(ckpt)
-            ckpt.mkdir(parents=True, exist_ok=True)
+                remove_tree(ckpt, "tune")  # only a checkpoint folder this stage made: never a user's folder
+            make_scratch_dir(ckpt, "tune")
             fp_file.write_text(fp + "\n")
         dist.barrier()
     if rank == 0:
@@ -464,7 +475,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
             log.warning("--probe is not supported under ZeRO-3 (partitioned parameters): skipped")
         elif probe_path:
             write_probe(engine.module, full, enc, prep, cfg, probe_path)
-        shutil.rmtree(ckpt, ignore_errors=True)  # outputs are complete: a later run must start afresh
+        remove_tree(ckpt, "tune")  # outputs are complete: a later run must start afresh
         log.info("done: %s", summary)
     dist.barrier()
     return summary

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from llara.evaluate.compare import paired_difference
 from llara.evaluate.stats import ALPHA, N_RESAMPLES
-from llara.io import atomic_path
+from llara.io import atomic_path, check_replaceable
 from llara.report import paper
 from llara.report.collect import Entry, Summary, evaluated_sets, summarize
 from llara.report.plots import plot_hr1, plot_training
@@ -30,6 +30,7 @@ from llara.report.plots import plot_hr1, plot_training
 log = logging.getLogger("llara.report")
 
 DATASET_LABELS = {"movielens": "MovieLens", "steam": "Steam", "lastfm": "LastFM"}
+OUTPUTS = ("table.md", "table.csv", "paired.csv", "hr1_ci.png", "training.png")
 _KIND_ORDER = {"seqrec": 0, "zeroshot": 1, "paper": 2, "ablation": 3, "llara": 4}
 _SEQREC_ORDER = {"gru4rec": 0, "caser": 1, "sasrec": 2}
 _PAPER_ORDER = {row: i for i, row in enumerate(paper.PAPER)}
@@ -79,6 +80,8 @@ def build_report(entries: list[Entry | dict[str, Any]], out_dir: str | Path, *, 
     if not entries:
         raise ValueError("the report lists no results (config report: datasets/methods select nothing)")
     out = Path(out_dir)
+    for name in OUTPUTS:  # before any work: never replace what llara did not write
+        check_replaceable(out / name)
     datasets = [d for d in paper.DATASETS if any(e.dataset == d for e in entries)]
     datasets += sorted({e.dataset for e in entries} - set(datasets))
     summaries: dict[tuple[str, str], Summary] = {}
