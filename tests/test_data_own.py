@@ -260,7 +260,7 @@ def test_snakemake_inputs_and_schema(tmp_path):
     from snakemake.utils import validate
 
     entry = {"source": "interactions", "interactions": "~/data/r.csv", "items": "/abs/items.csv", "domain": {"noun": "book", "verb": "read"}}
-    assert dsets.preprocess_inputs("mybooks", entry) == {"interactions": str(Path.home() / "data/r.csv"), "items": "/abs/items.csv"}
+    assert dsets.preprocess_inputs("mybooks", entry) == {"interactions": str(Path.home() / "data/r.csv"), "item_table": "/abs/items.csv"}
     assert dsets.preprocess_inputs("lastfm", {"source": "llara", "domain": "artist"}) == {"raw": "resources/raw/lastfm/llara"}
     assert dsets.data_slice("lastfm", {"source": "llara", "domain": "movie"}) == "llara"  # wording is not a data param
     assert "domain" not in dsets.data_slice("mybooks", entry)
@@ -273,3 +273,19 @@ def test_snakemake_inputs_and_schema(tmp_path):
                 {"mybooks": {**entry, "sep": ";;"}}, {"mybooks": {**entry, "domain": {"noun": "bo{ok", "verb": "read"}}}):
         with pytest.raises(Exception):
             validate({**config, "datasets": bad}, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_cli_preprocess_own_dataset(tmp_path, capsys):
+    """`llara preprocess NAME --dataset-config @entry.json` builds your dataset without Snakemake."""
+    import json
+
+    from llara.cli import main
+
+    entry = write_books(tmp_path / "books")
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    assert main(["preprocess", "mybooks", "--dataset-config", f"@{tmp_path / 'entry.json'}", "--out", str(tmp_path / "data"),
+                 "--data", json.dumps(CFG)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"items": 40, "train": 216, "valid": 3, "test": 3}
+    assert (tmp_path / "data" / "test.parquet").is_file()
+    with pytest.raises(SystemExit, match="--raw is required"):
+        main(["preprocess", "lastfm", "--out", str(tmp_path / "x")])

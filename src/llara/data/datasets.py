@@ -164,7 +164,7 @@ def preprocess_inputs(name: str, entry: Mapping[str, Any]) -> dict[str, str]:
     if source != USER_SOURCE:
         return {"raw": f"resources/raw/{name}/{source}"}
     f = user_files(name, entry)
-    return {"interactions": str(f.interactions), "items": str(f.items)}
+    return {"interactions": str(f.interactions), "item_table": str(f.items)}  # Snakemake reserves the name "items"
 
 
 __all__ = ["BUILTIN", "USER_SOURCE", "RESERVED", "NAME_PATTERN", "DEFAULT_COLUMNS", "DatasetConfigError", "UserFiles",
