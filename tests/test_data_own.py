@@ -289,3 +289,14 @@ def test_cli_preprocess_own_dataset(tmp_path, capsys):
     assert (tmp_path / "data" / "test.parquet").is_file()
     with pytest.raises(SystemExit, match="--raw is required"):
         main(["preprocess", "lastfm", "--out", str(tmp_path / "x")])
+
+
+def test_parquet_errors_name_the_row(books, tmp_path):
+    log = pl.read_csv(books["interactions"], schema_overrides={"user_id": pl.String})
+    log = log.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("anna")).otherwise(pl.col("user_id")).alias("user_id"))
+    log.write_parquet(tmp_path / "log.parquet")
+    with pytest.raises(MalformedInputError, match=r"log\.parquet, row 5, column 'user_id': expected an integer id, found 'anna'"):
+        _build({**books, "interactions": str(tmp_path / "log.parquet")})
+    log.drop("timestamp").write_parquet(tmp_path / "no_time.parquet")
+    with pytest.raises(MalformedInputError, match=r"no_time\.parquet \(Parquet schema\): missing column\(s\) 'timestamp'"):
+        _build({**books, "interactions": str(tmp_path / "no_time.parquet")})
