@@ -137,7 +137,7 @@ def _fail_first(bad: pl.DataFrame, where: _Where, column: str, message: str, rol
                                   + (f" ({bad.height} such rows)" if bad.height > 1 else ""))
 
 
-def int_ids(df: pl.DataFrame, role: str, column: str, where: _Where) -> pl.Expr:
+def int_ids(df: pl.DataFrame, role: str, column: str, where: _Where) -> pl.Series:
     """The column as Int64; MalformedInputError at the first value that is not an integer."""
     s = df[role]
     if s.dtype.is_integer():
