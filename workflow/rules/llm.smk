@@ -25,6 +25,10 @@ rule base_llm:
         "../scripts/llm_base.py"
 
 
+localrules:
+    prompts,  # writes one small YAML file: no cluster job for it
+
+
 rule prompts:
     # the dataset's prompt templates: the templates file (llm.templates or the packaged one) resolved with
     # config datasets.<dataset>.domain; strings copied unchanged (the built-in datasets keep the authors' prompts)
