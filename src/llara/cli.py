@@ -54,7 +54,7 @@ def _preprocess(a: argparse.Namespace) -> None:
     out = {s: Path(a.out) / f"{s}.parquet" for s in ("items", "train", "valid", "test")}
     source = a.dataset_config or a.source
     if a.raw is None and (source if isinstance(source, str) else source.get("source")) != "interactions":
-        raise ConfigError("--raw", "required for a built-in dataset (the folder `llara download` wrote)")
+        raise ConfigError("", "--raw is required for a built-in dataset (the folder `llara download` wrote)")
     counts = preprocess(a.dataset, source, a.raw, out, DataConfig.from_dict(checked["data"]), seed=a.seed,
                         extra_sha256=a.extra_sha256)
     print(json.dumps(counts))

@@ -7,8 +7,7 @@ from llara.data.sources import pins_for
 from llara.settings import SLUG
 
 # every configured dataset: the built-in ones and any `source: interactions` dataset (docs/own-data.md);
-# each entry is checked here, before any job runs
-dsets.check_datasets(config["datasets"])
+# each entry was checked by validate_config (Snakefile), before any job runs
 DATASETS = list(config["datasets"])
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llara.data.sources import SOURCES
+from llara.settings import ConfigError
 
 BUILTIN: dict[str, tuple[str, ...]] = {}
 for _d, _s in SOURCES:
@@ -41,8 +42,12 @@ _USER_KEYS = {"interactions", "items", "columns", "sep", "timestamp_format", "sh
 _COMMON_KEYS = {"source", "domain"}
 
 
-class DatasetConfigError(ValueError):
+class DatasetConfigError(ConfigError):
     """An entry of config ``datasets`` that cannot be used; the message names the key."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+        self.key = "datasets"
 
 
 @dataclass(frozen=True)
