@@ -1,18 +1,21 @@
 """Learnability: can the tuned LLM use what only the behavioural tokens carry?
 
     .venv/bin/python benchmarks/learnability.py [--base resources/llm/smollm2-135m-instruct]
-        [--out results/learnability] [--items 400] [--samples 1024] [--variants hybrid text_only id_only]
+        [--out results/learnability] [--items 400] [--genres 40] [--samples 1024]
+        [--variants hybrid text_only id_only]
 
-A synthetic dataset (``llara.data.synthetic``): random, meaningless titles; each item has one fixed
-successor; a row's target is the successor of its history's last item. Titles say nothing about the
-successor, so a text-only model must memorise ``--items`` title pairs from the ``--samples`` rows it
-sees (a few sightings each); SASRec, trained on every training row, learns the relation and its item
-embeddings carry it to the LLM through the projector. The variants are the pipeline's own
+A synthetic dataset (``llara.data.synthetic``): random, meaningless titles; items belong to hidden
+genres; a row is a session of ``--history`` items of one genre and its target is another item of that
+genre; the stored candidate sets hold exactly one item of the session's genre. Titles say nothing
+about genres, so a text-only model must memorise ``--items`` title-to-genre facts from the
+``--samples`` rows it sees; SASRec, trained on every training row, learns the genres and its item
+embeddings carry them to the LLM through the projector. The variants are the pipeline's own
 (``config/config.yaml`` tune.variants): LLaRA (hybrid prompt, curriculum), text-only (TALLRec-style)
-and ID-only (behavioural tokens, no titles), each tuned by ``python -m llara.llm.train`` (DeepSpeed)
-and evaluated by ``llara.evaluate`` on every stored candidate set of the held-out test rows; SASRec
-is scored on the same rows and sets. Short prompts (raw format, one short template), so it runs in
-minutes on 2 CPU cores. Each stage's outputs are kept: a rerun resumes where it stopped.
+and ID-only (behavioural tokens, no titles: the answer's title must be learned from its token),
+each tuned by ``python -m llara.llm.train`` (DeepSpeed) and evaluated by ``llara.evaluate`` on every
+stored candidate set of the held-out test rows; SASRec is scored on the same rows and sets. Short
+prompts (raw format, one short template), so it runs in minutes on 2 CPU cores. Each stage's
+outputs are kept: a rerun resumes where it stopped.
 
 Prints one table (HR@1 beside chance, paired differences with 95% bootstrap intervals) and writes
 ``learnability.json``.
@@ -43,13 +46,12 @@ def _config() -> dict[str, Any]:
 
 
 def build_data(out: Path, a: argparse.Namespace) -> Path:
-    from llara.data.synthetic import write_successor_dataset
+    from llara.data.synthetic import write_genre_dataset
 
     data = out / "data"
     if not (data / "test.parquet").is_file():
-        write_successor_dataset(data, n_items=a.items, n_train=a.train_rows, n_eval=a.eval_rows,
-                                history=(a.history, a.history), n_candidates=a.candidates,
-                                candidate_sets=a.sets, seed=a.seed)
+        write_genre_dataset(data, n_items=a.items, n_genres=a.genres, n_train=a.train_rows, n_eval=a.eval_rows,
+                            history=a.history, n_candidates=a.candidates, candidate_sets=a.sets, seed=a.seed)
     return data
 
 
@@ -75,7 +77,10 @@ def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse
         return d
     templates = out / "templates.yaml"
     templates.write_text(json.dumps({"datasets": {"synthetic": "synthetic"}, "domains": {"synthetic": [TEMPLATE]}}))
-    cfg = {**tune_settings(_config(), "synthetic", repo=REPO), **VARIANTS[variant], "seed": a.seed,
+    variant_cfg = dict(VARIANTS[variant])
+    if a.curriculum and variant_cfg["representation"] != "text":
+        variant_cfg["curriculum"] = a.curriculum
+    cfg = {**tune_settings(_config(), "synthetic", repo=REPO), **variant_cfg, "seed": a.seed,
            "prompt_format": "raw", "n_candidates": a.candidates, "max_train_samples": a.samples, "epochs": a.epochs,
            "micro_batch_size": a.micro, "effective_batch_size": a.batch, "lr": a.lr, "min_lr": a.lr / 100,
            "warmup_start_lr": a.lr / 100, "checkpoint_every": 10}
@@ -201,6 +206,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--modes", nargs="+", default=["rank", "generate"], choices=["rank", "generate"])
     ap.add_argument("--items", type=int, default=400)
+    ap.add_argument("--genres", type=int, default=40)
     ap.add_argument("--train-rows", type=int, default=20000, help="rows SASRec trains on")
     ap.add_argument("--eval-rows", type=int, default=100)
     ap.add_argument("--history", type=int, default=3)
@@ -211,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--micro", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=7e-4)
+    ap.add_argument("--curriculum", choices=["linear", "hybrid_only"], default=None,
+                    help="curriculum of the hybrid and ID-only variants (default: the pipeline's, linear)")
     ap.add_argument("--seqrec-epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
