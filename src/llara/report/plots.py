@@ -1,4 +1,5 @@
-"""PNG plots of the report: HR@1 with CIs per method and dataset; training curves from train_log.csv."""
+"""PNG plots of the report: HR@1 with CIs per method and dataset, its spread over training seeds, and
+training curves from train_log.csv. Chance level is drawn as a dashed line."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ def _plt():
     return plt
 
 
-def plot_hr1(rows: list[dict], datasets: list[str], path: str | Path, title: str = "HR@1 (95% bootstrap CI)") -> None:
-    """Horizontal bars per method, one panel per dataset; paper values as red crosses.
+def _chance_line(ax, value: float | None) -> None:
+    if value is not None:
+        ax.axvline(value, color="grey", ls="--", lw=1)
 
-    ``rows``: dicts with ``label``, ``dataset``, ``hr1``, ``hr1_ci`` ([lo, hi] or None), ``paper_hr1``.
+
+def plot_hr1(rows: list[dict], datasets: list[str], path: str | Path, title: str = "HR@1 (95% bootstrap CI)",
+             chance: dict[str, float] | None = None) -> None:
+    """Horizontal bars per method, one panel per dataset; paper values as red crosses; chance dashed.
+
+    ``rows``: dicts with ``label``, ``dataset``, ``hr1``, ``hr1_ci`` ([lo, hi] or None), ``paper_hr1``;
+    ``chance``: dataset -> chance HR@1.
     """
     plt = _plt()
     labels = list(dict.fromkeys(r["label"] for r in rows))
@@ -41,6 +49,7 @@ def plot_hr1(rows: list[dict], datasets: list[str], path: str | Path, title: str
                 ax.barh(i, r["hr1"], xerr=err, color="tab:blue", alpha=0.75, capsize=3)
             if r.get("paper_hr1") is not None:
                 ax.plot(r["paper_hr1"], i, "x", color="tab:red", markersize=8, mew=2)
+        _chance_line(ax, (chance or {}).get(d))
         ax.set_yticks(y, labels)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
@@ -48,8 +57,51 @@ def plot_hr1(rows: list[dict], datasets: list[str], path: str | Path, title: str
         ax.set_xlabel("HR@1")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].plot([], [], "x", color="tab:red", label="paper (Table 1)")
-    axes[0][0].barh([], [], color="tab:blue", alpha=0.75, label="ours (mean over candidate sets, 95% CI)")
-    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    axes[0][0].barh([], [], color="tab:blue", alpha=0.75, label="ours (mean over seeds x sets, 95% CI)")
+    axes[0][0].plot([], [], "--", color="grey", lw=1, label="chance (1/n)")
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_seed_spread(rows: list[dict], datasets: list[str], path: str | Path,
+                     chance: dict[str, float] | None = None, title: str = "HR@1 per training seed") -> None:
+    """One dot per training seed (its HR@1 averaged over candidate sets), the mean over seeds x sets as
+    a bar and ± sd as a line, per method and dataset; chance dashed.
+
+    ``rows``: dicts with ``label``, ``dataset``, ``mean``, ``sd`` (or None), ``per_seed`` [(seed, hr1)].
+    """
+    plt = _plt()
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.2 * max(1, len(datasets)), 0.45 * len(labels) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        by = {r["label"]: r for r in rows if r["dataset"] == d}
+        for i, lab in enumerate(labels):
+            r = by.get(lab)
+            if r is None or r.get("mean") is None:
+                continue
+            ax.plot([r["mean"], r["mean"]], [i - 0.3, i + 0.3], color="tab:blue", lw=2)
+            if r.get("sd") is not None:
+                ax.plot([r["mean"] - r["sd"], r["mean"] + r["sd"]], [i, i], color="tab:blue", lw=1, alpha=0.6)
+            vals = [v for _, v in r.get("per_seed", []) if v is not None]
+            if vals:
+                jitter = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
+                ax.plot(vals, i + jitter, "o", color="tab:orange", markersize=4, alpha=0.85)
+        _chance_line(ax, (chance or {}).get(d))
+        ax.set_yticks(np.arange(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(d)
+        ax.set_xlabel("HR@1")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].plot([], [], "o", color="tab:orange", markersize=4, label="one seed (mean over sets)")
+    axes[0][0].plot([], [], "-", color="tab:blue", lw=2, label="mean over seeds x sets (± sd)")
+    axes[0][0].plot([], [], "--", color="grey", lw=1, label="chance (1/n)")
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from llara.evaluate.ranking import bootstrap_ci, hit_at_k, rank_metrics, target_ranks
+from llara.metrics.bootstrap import bootstrap_ci
+from llara.metrics.ranking import hit_at_k, rank_metrics, target_ranks
 from llara.io import atomic_path, write_json
 from llara.provenance import provenance
 from llara.seqrec.base import SeqRecModel
