@@ -74,6 +74,12 @@ def test_sweep_aggregate_file(tiny_data, tmp_path):
     assert blk["sd"]["strict_hr@1"] == pytest.approx(np.std(singles, ddof=1)) and blk["sd"]["strict_hr@1"] > 0
     assert set(on_disk["provenance"]["inputs_sha256"]) == {"seed1/metrics", "seed1/predictions", "seed2/metrics",
                                                           "seed2/predictions"}
+    # the same from the command line
+    from llara.cli import main
+
+    assert main(["aggregate", str(tmp_path / "cli.json"), "--seed", "7", "--n-resamples", "200",
+                 *[x for r in runs for x in ("--run", str(r["seed"]), r["predictions"], r["metrics"])]]) == 0
+    assert json.loads((tmp_path / "cli.json").read_text())["aggregate"] == on_disk["aggregate"]
     # runs of different settings, or a file trained with another seed, are refused by name
     other = tmp_path / "other"
     _run(tiny_data, other, _engine(tiny_data), train_seed=3, k=1)

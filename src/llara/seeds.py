@@ -68,8 +68,13 @@ def method_root(dataset: str, seqrec: str) -> str:
     return f"results/{dataset}/{seqrec}"
 
 
-def _check(config: dict[str, Any], seed: int) -> int:
+def _check(config: dict[str, Any], seed: int | None) -> int:
+    """``seed`` if it is a training seed; None: the only training seed (an error in a sweep)."""
     seeds = train_seeds(config)
+    if seed is None:
+        if len(seeds) > 1:
+            raise ValueError(f"config seeds {seeds} holds several seeds: say which one")
+        return seeds[0]
     if int(seed) not in seeds:
         raise ValueError(f"training seed {seed} is not among config seeds {seeds}")
     return int(seed)
@@ -80,27 +85,17 @@ def train_root(config: dict[str, Any], dataset: str, seqrec: str, seed: int | No
 
     ``seed`` None: the only training seed (an error in a sweep).
     """
-    root = method_root(dataset, seqrec)
-    if seed is None:
-        if is_sweep(config):
-            raise ValueError(f"config seeds {train_seeds(config)} holds several seeds: say which one")
-        return root
     seed = _check(config, seed)
     if not is_sweep(config) or seed == data_seed(config):
-        return root
-    return f"{root}/{SEEDS_DIR}/{seed}"
+        return method_root(dataset, seqrec)
+    return f"{method_root(dataset, seqrec)}/{SEEDS_DIR}/{seed}"
 
 
 def eval_root(config: dict[str, Any], dataset: str, seqrec: str, seed: int | None = None) -> str:
     """Folder of one seed's evaluation outputs (``predictions.parquet``, ``metrics.json``, ``seqrec/ranker_*``,
     ``ablations/{v}/``): the method folder with one training seed, ``seeds/{seed}/`` in a sweep."""
-    root = method_root(dataset, seqrec)
-    if seed is None:
-        if is_sweep(config):
-            raise ValueError(f"config seeds {train_seeds(config)} holds several seeds: say which one")
-        return root
     seed = _check(config, seed)
-    return f"{root}/{SEEDS_DIR}/{seed}" if is_sweep(config) else root
+    return f"{method_root(dataset, seqrec)}/{SEEDS_DIR}/{seed}" if is_sweep(config) else method_root(dataset, seqrec)
 
 
 def wildcard_seed(config: dict[str, Any], wildcards: Any) -> int:

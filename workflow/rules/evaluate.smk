@@ -12,7 +12,8 @@
 from llara.evaluate import workflow as evalwf
 
 SWEEP = seedwf.is_sweep(config)
-RUN = "results/{dataset}/{seqrec}" + ("/seeds/{seed}" if SWEEP else "")  # one seed's evaluation folder
+# one seed's evaluation folder
+RUN = "results/{dataset}/{seqrec}/seeds/{seed}" if SWEEP else "results/{dataset}/{seqrec}"
 RUN_LOG = "_seed{seed}" if SWEEP else ""
 
 

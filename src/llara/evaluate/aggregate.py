@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from llara.evaluate.compare import check_paired, evaluated_sets, metric_arrays, outcome_matrix
+from llara.evaluate.compare import check_paired, common_sets, metric_arrays, outcome_matrix
 from llara.io import write_json
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, bootstrap_ratio, ratio_stat
 from llara.provenance import provenance
@@ -86,26 +86,21 @@ def aggregate_tables(tables: Mapping[int | None, pa.Table], splits: Sequence[str
     for split in splits:
         out[split] = {}
         for mode in modes:
-            use = sets
-            if use is None:
-                common = None
-                for s, t in tables.items():
-                    have = set(evaluated_sets(t, split, mode))
-                    common = have if common is None else common & have
-                use = sorted(common or ())
-                if not use:
-                    raise ValueError(f"split {split!r}, mode {mode!r}: no candidate set evaluated by every run "
-                                     f"(seeds {list(tables)})")
+            use = sets if sets is not None else common_sets([(t, mode) for t in tables.values()], split)
+            if not use:
+                raise ValueError(f"split {split!r}, mode {mode!r}: no candidate set evaluated by every run "
+                                 f"(seeds {list(tables)})")
             mats = {s: outcome_matrix(t, split, mode, use) for s, t in tables.items()}
             out[split][mode] = aggregate_outcomes(mats, mode, split, seed, n_resamples, alpha)
     return out
 
 
-def _load(path: str | Path) -> dict:
+def load_metrics(path: str | Path) -> dict:
+    """A metrics.json; a missing or broken file raises an error naming it."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"per-seed metrics file {path} does not exist (its evaluation has not run)") from None
+        raise FileNotFoundError(f"metrics file {path} does not exist (its evaluation rule has not run)") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
@@ -126,7 +121,7 @@ def write_seed_aggregate(runs: Sequence[Mapping[str, Any]], out_path: str | Path
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"a training seed is listed twice among the runs: {seeds}")
-    metas = [_load(r["metrics"]) for r in runs]
+    metas = [load_metrics(r["metrics"]) for r in runs]
     first = metas[0]
     for r, m in zip(runs, metas):
         for key in SHARED_KEYS:
@@ -155,3 +150,32 @@ def write_seed_aggregate(runs: Sequence[Mapping[str, Any]], out_path: str | Path
     }
     write_json(out, out_path)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m llara.evaluate.aggregate OUT.json --run SEED PREDICTIONS METRICS [--run ...]``."""
+    import argparse
+
+    from llara.runlog import setup_logging
+
+    p = argparse.ArgumentParser(prog="python -m llara.evaluate.aggregate",
+                                description="aggregate one method's per-seed evaluations over seeds x candidate sets")
+    p.add_argument("out", type=Path, help="the method-level metrics.json to write")
+    p.add_argument("--run", nargs=3, action="append", required=True, metavar=("SEED", "PREDICTIONS", "METRICS"),
+                   help="one training seed's predictions.parquet and metrics.json (repeat per seed)")
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
+    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES)
+    p.add_argument("--alpha", type=float, default=ALPHA)
+    p.add_argument("--log", type=Path, default=None)
+    a = p.parse_args(argv)
+    setup_logging(a.log)
+    runs = []
+    for seed, pred, met in a.run:
+        if not seed.isdigit():
+            p.error(f"--run expects SEED PREDICTIONS METRICS with a non-negative integer SEED, got {seed!r}")
+        runs.append({"seed": int(seed), "predictions": pred, "metrics": met})
+    write_seed_aggregate(runs, a.out, seed=a.seed, n_resamples=a.n_resamples, alpha=a.alpha)
+
+
+if __name__ == "__main__":
+    main()

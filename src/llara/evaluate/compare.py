@@ -9,7 +9,7 @@ seed (an untrained method such as the zero-shot LLM has one run, paired with eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,15 @@ def _filter(pred: pa.Table, split: str, mode: str) -> pa.Table:
 def evaluated_sets(pred: pa.Table, split: str, mode: str) -> list[int]:
     """The candidate-set ids present in ``pred`` for ``split`` and ``mode`` (empty when none)."""
     return sorted(set(_filter(pred, split, mode).column("candidate_set").to_pylist()))
+
+
+def common_sets(tables: Iterable[tuple[pa.Table, str]], split: str) -> list[int]:
+    """The candidate sets every ``(predictions table, mode)`` was evaluated on for ``split`` (sorted)."""
+    common = None
+    for t, mode in tables:
+        have = set(evaluated_sets(t, split, mode))
+        common = have if common is None else common & have
+    return sorted(common or ())
 
 
 def outcome_matrix(pred: pa.Table, split: str, mode: str, sets: Sequence[int] | None = None) -> dict[str, np.ndarray]:
@@ -129,12 +138,7 @@ def paired_runs(runs_a: Mapping, runs_b: Mapping, split: str = "test", mode_a: s
     """
     pairs = pair_seeds(list(runs_a), list(runs_b))
     if sets is None:
-        common = None
-        for runs, mode in ((runs_a, mode_a), (runs_b, mode_b)):
-            for t in runs.values():
-                have = set(evaluated_sets(t, split, mode))
-                common = have if common is None else common & have
-        sets = sorted(common or ())
+        sets = common_sets([(t, mode_a) for t in runs_a.values()] + [(t, mode_b) for t in runs_b.values()], split)
         if not sets:
             raise ValueError(f"the two methods share no evaluated candidate set on split {split!r}")
     cols: dict[str, list] = {"na": [], "da": [], "nb": [], "db": []}

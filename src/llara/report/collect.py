@@ -13,7 +13,6 @@ an untrained method (the zero-shot LLM) has one. Sources, in order of preference
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from llara.evaluate.aggregate import aggregate_outcomes
-from llara.evaluate.compare import evaluated_sets as table_sets
-from llara.evaluate.compare import outcome_matrix
+from llara.evaluate.aggregate import aggregate_outcomes, load_metrics
+from llara.evaluate.compare import common_sets, outcome_matrix
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, aggregate_sets
 
 KINDS = ("seqrec", "llara", "zeroshot", "ablation")
@@ -117,15 +115,6 @@ class Summary:
         return len(self.seeds)
 
 
-def load_json(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"metrics file {path} does not exist (its evaluation rule has not run)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def _metrics_sets(path: str, m: dict, split: str, mode: str) -> list[int]:
     if "splits" in m:
         blk = m["splits"].get(split, {}).get(mode)
@@ -147,12 +136,8 @@ def evaluated_sets(entry: Entry, split: str, mode: str | None = None) -> list[in
     """The candidate-set ids every run of an entry was evaluated on for ``split``."""
     mode = mode or entry.mode_default
     if entry.has_predictions():
-        common = None
-        for t in entry.tables().values():
-            have = set(table_sets(t, split, mode))
-            common = have if common is None else common & have
-        return sorted(common or ())
-    return _metrics_sets(entry.metrics, load_json(entry.metrics), split, mode)
+        return common_sets([(t, mode) for t in entry.tables().values()], split)
+    return _metrics_sets(entry.metrics, load_metrics(entry.metrics), split, mode)
 
 
 def _from_aggregate(entry: Entry, mode: str, agg: dict, rank: dict | None, source: str) -> Summary:
@@ -253,7 +238,7 @@ def summarize(entry: Entry, split: str = "test", mode: str | None = None, sets: 
         if sets is None:
             sets = evaluated_sets(entry, split, mode)
         return _from_predictions(entry, split, mode, list(sets), seed, n_resamples, alpha)
-    m = load_json(entry.metrics)
+    m = load_metrics(entry.metrics)
     if "splits" in m or "aggregate" in m:
         s = _from_eval_metrics(entry, m, split, mode)
         if sets is not None and s.sets and s.sets != list(sets):
