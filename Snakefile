@@ -1,13 +1,15 @@
 # LLaRA as a Snakemake DAG. Main target: results/{dataset}/{seqrec}/metrics.json
 import os
 
-from snakemake.utils import validate
+from llara.settings import validate_config
 
 
 configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# The one validation of every entry point (llara.settings): workflow/schemas/config.schema.yaml with its
+# defaults, plus the cross-key rules; it runs before any job, so a bad value never touches an output.
+validate_config(config)
 
 
 include: "workflow/rules/common.smk"

@@ -13,7 +13,7 @@ from conftest import SHARED, run_snakemake
 
 from llara.data.download import ChecksumError, download_dataset
 from llara.data.preprocess import DataConfig, build_items_and_rows
-from llara.data.safe_pickle import UnsafePickleError, load_dataframe
+from llara.data.safe_pickle import UnsafePickleError, read_frame
 from llara.io import sha256_file
 
 needs_mirror = pytest.mark.skipif(not (SHARED / "datasets" / "ml-100k.zip").is_file(), reason="../shared/datasets absent")
@@ -32,10 +32,10 @@ def test_malicious_pickle_refused(tmp_path):
     p = tmp_path / "train_data.df"
     p.write_bytes(pickle.dumps(_Evil(marker)))
     with pytest.raises(UnsafePickleError, match="refuses to load global"):
-        load_dataframe(p, sha256_file(p))  # even a file whose sha256 the user pinned
+        read_frame(p, sha256_file(p))  # even a file whose sha256 the user pinned
     assert not marker.exists()
     with pytest.raises(ValueError, match="sha256 mismatch"):
-        load_dataframe(p, "0" * 64)
+        read_frame(p, "0" * 64)
     assert not marker.exists()
 
 
@@ -46,6 +46,7 @@ def test_llara_steam_split_with_user_pin(tmp_path):
     (raw / "id2name.txt").write_text("".join(f"{i}::Game {i}\n" for i in range(3581)))
     df = pd.DataFrame({"seq": [[1, 2, 3, 3581, 3581], [4, 5, 3581, 3581, 3581], [7, 8, 9, 10, 11]],
                        "len_seq": [3, 2, 5], "next": [4, 6, 12]})
+    df.columns = pd.Index(list(df.columns), dtype=object)  # the released format (pandas 3 would use Arrow strings)
     for name in ("train_data.df", "Val_data.df", "Test_data.df"):
         df.to_pickle(raw / name)
     pins = {f"llara/steam/{n}": sha256_file(raw / n) for n in ("train_data.df", "Val_data.df", "Test_data.df")}
@@ -63,10 +64,17 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path):
     mirror = tmp_path / "mirror"
     shutil.copytree(SHARED / "datasets" / "llara" / "lastfm", mirror / "llara" / "lastfm")
     (mirror / "llara" / "lastfm" / "Val_data.df").chmod(0o644)
-    with open(mirror / "llara" / "lastfm" / "Val_data.df", "ab") as f:
-        f.write(b"tampered")
+    val = mirror / "llara" / "lastfm" / "Val_data.df"
+    data = bytearray(val.read_bytes())
+    data[-20] ^= 1  # same size, other content
+    val.write_bytes(bytes(data))
     out = tmp_path / "resources" / "raw" / "lastfm" / "llara"
     with pytest.raises(ChecksumError, match=r"Val_data\.df: sha256 mismatch: expected 92a1ddb6.*, found [0-9a-f]{64}"):
+        download_dataset("lastfm", "llara", out, mirror=mirror)
+    assert not out.exists() and not any(out.parent.iterdir())
+    with open(val, "ab") as f:  # longer than its pinned size: the copy stops there
+        f.write(b"tampered")
+    with pytest.raises(ChecksumError, match=r"Val_data\.df: larger than 6690 bytes"):
         download_dataset("lastfm", "llara", out, mirror=mirror)
     assert not out.exists() and not any(out.parent.iterdir())
 
@@ -120,3 +128,75 @@ def test_snakemake_corrupt_mirror(tmp_path):
     assert not (work / "resources/raw/movielens/raw").exists()
     assert not list((work / "resources/raw/movielens").glob("*"))
     assert not (work / "results").exists()
+
+
+# ------------------------------------------------------------------------- streamed, bounded, own pins
+def _zip_with(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_archive_members_are_hashed_in_bounded_memory(tmp_path):
+    """A 64 MiB member (a few KB compressed) is hashed in chunks: peak memory stays far below its size."""
+    import hashlib
+    import tracemalloc
+
+    from llara.data.download import verify
+    from llara.data.sources import Member, RemoteFile
+
+    big = bytes(64 << 20)
+    zp = _zip_with(tmp_path / "a.zip", {"big.dat": big})
+    f = RemoteFile("a.zip", "https://example.invalid/a.zip", members={"big.dat": Member(hashlib.sha256(big).hexdigest(), len(big))})
+    del big
+    tracemalloc.start()
+    try:
+        verify(zp, f)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB while hashing a 64 MiB member"
+
+
+def test_member_sizes_are_bounded_by_their_pins(tmp_path):
+    from llara.data.download import verify
+    from llara.data.sources import Member, RemoteFile
+
+    import hashlib
+
+    data = b"x" * 1000
+    zp = _zip_with(tmp_path / "a.zip", {"m.dat": data})
+    good = hashlib.sha256(data).hexdigest()  # the sha256 is right; only the size lies
+    verify(zp, RemoteFile("a.zip", "u", members={"m.dat": Member(good, 1000)}))
+    with pytest.raises(ChecksumError, match=r"member m\.dat is 1000 bytes, its pin says 999"):
+        verify(zp, RemoteFile("a.zip", "u", members={"m.dat": Member(good, 999)}))
+    with pytest.raises(ChecksumError, match=r"lacks member other\.dat"):
+        verify(zp, RemoteFile("a.zip", "u", members={"other.dat": Member(good, 1000)}))
+
+
+def test_each_dataset_gets_only_its_own_pins():
+    from llara.data.sources import pins_for
+
+    extra = {"llara/steam/train_data.df": "a" * 64, "llara/lastfm/train_data.df": "b" * 64,
+             "ml-100k.zip/ml-100k/u.data": "c" * 64, "hetrec2011-lastfm-2k.zip": "d" * 64}
+    assert pins_for("lastfm", "llara", extra) == {"llara/lastfm/train_data.df": "b" * 64}
+    assert pins_for("steam", "llara", extra) == {"llara/steam/train_data.df": "a" * 64}
+    assert pins_for("movielens", "llara", extra) == {"ml-100k.zip/ml-100k/u.data": "c" * 64}
+    assert pins_for("movielens", "raw", extra) == {"ml-100k.zip/ml-100k/u.data": "c" * 64}
+    assert pins_for("lastfm", "raw", extra) == {"hetrec2011-lastfm-2k.zip": "d" * 64}
+
+
+@needs_mirror
+def test_pinning_one_dataset_reruns_nothing_of_another(tmp_path):
+    """A Steam pin is not a param of LastFM's jobs (it reran LastFM's whole pipeline before)."""
+    env = {"LLARA_MIRROR": str(SHARED / "datasets")}
+    run_snakemake(tmp_path, ["resources/raw/lastfm/llara"], env=env)
+    steam = 'download={"extra_sha256": {"llara/steam/train_data.df": "%s"}}' % ("0" * 64)
+    proc = run_snakemake(tmp_path, [], "-n", "resources/raw/lastfm/llara", "--config", steam, env=env)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    pin = sha256_file(SHARED / "datasets" / "llara" / "lastfm" / "train_data.df")
+    lastfm = 'download={"extra_sha256": {"llara/lastfm/train_data.df": "%s"}}' % pin
+    proc = run_snakemake(tmp_path, [], "-n", "resources/raw/lastfm/llara", "--config", lastfm, env=env)
+    out = proc.stdout + proc.stderr
+    assert "Nothing to be done" not in out and "download" in out  # its own pin does rerun it

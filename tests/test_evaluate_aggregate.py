@@ -91,6 +91,11 @@ def test_sweep_aggregate_file(tiny_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json does not exist"):
         write_seed_aggregate([{**runs[0], "metrics": str(tmp_path / "nope.json")}], tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
+    user = tmp_path / "user.json"  # a file llara did not write is never replaced
+    user.write_text("mine")
+    with pytest.raises(FileExistsError, match="llara did not write it"):
+        write_seed_aggregate(runs, user)
+    assert user.read_text() == "mine"
 
 
 def test_paired_across_seeds(tiny_data, tmp_path):

@@ -89,6 +89,34 @@ def _train_histories(env, cfg):
     return load_train_rows(env["data"] / "train.parquet", 40, cfg["max_train_samples"], cfg["seed"]).histories
 
 
+def _projector_moved(out: Path, env, seed: int) -> dict[str, bool]:
+    """Which saved projector tensors differ from the seeded initial projector."""
+    from llara.llm.model import init_projector, load_base
+
+    _, base = load_base(env["model"])
+    init = init_projector(16, base.get_input_embeddings(), seed).state_dict()
+    saved = load_file(str(out / "projector.safetensors"))
+    assert saved.keys() == init.keys()
+    return {k: not torch.equal(saved[k], init[k]) for k in init}
+
+
+def test_projector_frozen_on_text_only_steps(env):
+    """Text-only tuning (TALLRec-style) never uses a behavioural token: as in the authors' code, Adam
+    never touches the projector (no momentum, no weight decay), so it is saved exactly as initialised;
+    hybrid tuning moves the MLP. The special-token rows are frozen in both."""
+    out = env["root"] / "text_only"
+    cfg = dict(CFG, epochs=1, representation="text", curriculum="none", weight_decay=0.1)
+    res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, env["root"] / "text_only_ckpt", cfg)])
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert not any(_projector_moved(out, env, cfg["seed"]).values())
+    out = env["root"] / "hybrid_only"
+    cfg = dict(cfg, representation="hybrid", curriculum="hybrid_only")
+    res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, env["root"] / "hybrid_only_ckpt", cfg)])
+    assert res.returncode == 0, res.stderr[-4000:]
+    moved = _projector_moved(out, env, cfg["seed"])
+    assert moved["mlp.0.weight"] and moved["mlp.2.weight"] and not moved["special"], moved
+
+
 def test_resume_after_kill_matches_uninterrupted_run(env):
     cfg = dict(CFG, epochs=2, checkpoint_every=3)
     full, ckpt_full = env["root"] / "full", env["root"] / "full_ckpt"

@@ -1,19 +1,38 @@
-"""Command-line entry point: every stage callable without Snakemake (``llara <stage> --help``)."""
+"""Command-line entry point: every stage callable without Snakemake (``llara <stage> --help``).
+
+Settings are checked by the same schema and cross-key rules as the Snakefile's (``llara.settings``)
+before a stage touches any output. A bad setting or argument ends in one line naming it, exit status
+2; bad input data (checksums, malformed files, an output path holding someone else's files) in one
+line, exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
 import sys
 from pathlib import Path
 
 from llara.runlog import setup_logging
 
+log = logging.getLogger("llara.cli")
+
 
 def _json_arg(text: str) -> dict:
     """A JSON object given inline or as @file."""
-    raw = Path(text[1:]).read_text() if text.startswith("@") else text
-    value = json.loads(raw)
+    if text.startswith("@"):
+        try:
+            raw = Path(text[1:]).read_text()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {e.strerror or e}") from None
+    else:
+        raw = text
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -21,30 +40,36 @@ def _json_arg(text: str) -> dict:
 
 def _download(a: argparse.Namespace) -> None:
     from llara.data.download import download_dataset
+    from llara.settings import check_settings
 
+    check_settings({"download": {"extra_sha256": a.extra_sha256}})
     download_dataset(a.dataset, a.source, a.out, mirror=a.mirror, extra_sha256=a.extra_sha256)
 
 
 def _preprocess(a: argparse.Namespace) -> None:
-    from llara.data.preprocess import preprocess
+    from llara.data.preprocess import DataConfig, preprocess
+    from llara.settings import check_settings
 
+    checked = check_settings({"data": a.data, "seed": a.seed, "download": {"extra_sha256": a.extra_sha256}})
     out = {s: Path(a.out) / f"{s}.parquet" for s in ("items", "train", "valid", "test")}
-    counts = preprocess(a.dataset, a.source, a.raw, out, a.data, seed=a.seed, extra_sha256=a.extra_sha256)
+    counts = preprocess(a.dataset, a.source, a.raw, out, DataConfig.from_dict(checked["data"]), seed=a.seed,
+                        extra_sha256=a.extra_sha256)
     print(json.dumps(counts))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llara`` argument parser with one sub-command per stage."""
-    p = argparse.ArgumentParser(prog="llara", description=__doc__)
+    p = argparse.ArgumentParser(prog="llara", description=__doc__.splitlines()[0])
     p.add_argument("--log", help="also write log messages to this file")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download", help="fetch and verify the raw files of a dataset")
     d.add_argument("dataset", choices=["lastfm", "movielens", "steam"])
     d.add_argument("--source", default="llara", choices=["llara", "raw"])
-    d.add_argument("--out", required=True, help="output folder, e.g. resources/raw/lastfm/llara")
+    d.add_argument("--out", required=True, help="output folder, e.g. resources/raw/lastfm/llara "
+                                                "(absent, empty or an earlier download)")
     d.add_argument("--mirror", help="local mirror folder laid out like ../shared/datasets")
-    d.add_argument("--extra-sha256", type=_json_arg, default={}, help="JSON {relpath: sha256} of extra pins")
+    d.add_argument("--extra-sha256", type=_json_arg, default={}, help="JSON {relpath: sha256} of extra pins (or @file)")
     d.set_defaults(func=_download)
 
     pp = sub.add_parser("preprocess", help="raw files -> items/train/valid/test.parquet")
@@ -52,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--source", default="llara", choices=["llara", "raw"])
     pp.add_argument("--raw", required=True, help="folder written by `llara download`")
     pp.add_argument("--out", required=True, help="output folder for the four Parquet files")
-    pp.add_argument("--data", type=_json_arg, default={}, help="JSON of the config's data: section")
+    pp.add_argument("--data", type=_json_arg, default={}, help="JSON of the config's data: section (or @file)")
     pp.add_argument("--seed", type=int, default=42)
-    pp.add_argument("--extra-sha256", type=_json_arg, default={})
+    pp.add_argument("--extra-sha256", type=_json_arg, default={}, help="JSON {relpath: sha256} of extra pins (or @file)")
     pp.set_defaults(func=_preprocess)
     for name, (_, text) in _FORWARD.items():
         sub.add_parser(name, help=f"{text} (`llara {name} --help`)", add_help=False)
@@ -72,18 +97,53 @@ _FORWARD = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one stage from the command line."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in _FORWARD:
-        import importlib
+def _split_global(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take the global ``--log FILE`` off the front of ``argv``."""
+    log_path, rest = None, list(argv)
+    while rest and (rest[0] == "--log" or rest[0].startswith("--log=")):
+        if rest[0] == "--log":
+            if len(rest) < 2:
+                break  # let argparse report the missing value
+            log_path, rest = rest[1], rest[2:]
+        else:
+            log_path, rest = rest[0].split("=", 1)[1], rest[1:]
+    return log_path, rest
 
-        rc = importlib.import_module(_FORWARD[argv[0]][0]).main(argv[1:])
-        return int(rc or 0)
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log)
-    args.func(args)
-    return 0
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are about the user's input data or paths (one line, exit 1), not a bug."""
+    from llara.data.download import ChecksumError
+    from llara.data.parse import MalformedInputError
+    from llara.data.safe_pickle import PickleFormatError, UnsafePickleError
+    from llara.io import OutputInTheWayError
+
+    return (ChecksumError, MalformedInputError, PickleFormatError, UnsafePickleError, OutputInTheWayError,
+            FileNotFoundError, ConnectionError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage from the command line; returns the exit status."""
+    from llara.settings import ConfigError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    log_path, rest = _split_global(argv)
+    try:
+        if rest and rest[0] in _FORWARD:
+            fwd = rest[1:]
+            if log_path and not any(a == "--log" or a.startswith("--log=") for a in fwd):
+                fwd += ["--log", log_path]
+            return int(importlib.import_module(_FORWARD[rest[0]][0]).main(fwd) or 0)
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log)
+        args.func(args)
+        return 0
+    except ConfigError as e:
+        print(f"llara: error: {e}", file=sys.stderr)
+        return 2
+    except _input_errors() as e:
+        log.debug("failed", exc_info=True)
+        print(f"llara: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ rule download:
     output:
         directory("resources/raw/{dataset}/{source}"),
     params:
-        extra_sha256=config["download"]["extra_sha256"],
+        extra_sha256=lambda w: source_pins(w.dataset, w.source),
     resources:
         # where the bytes come from is not a rerun trigger (they are sha256-verified either way), so
         # switching between a mirror and the official hosts does not rerun the pipeline: not a param
@@ -32,7 +32,7 @@ rule preprocess:
         source=lambda w: dataset_source(w.dataset),
         data=config["data"],
         seed=config["seed"],
-        extra_sha256=config["download"]["extra_sha256"],
+        extra_sha256=lambda w: source_pins(w.dataset, dataset_source(w.dataset)),
     log:
         "logs/preprocess/{dataset}.log",
     conda:

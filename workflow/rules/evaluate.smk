@@ -82,7 +82,6 @@ rule evaluate_ablation:
         f"logs/evaluate_ablation/{{dataset}}_{{seqrec}}_{{variant}}{RUN_LOG}.log",
     wildcard_constraints:
         seqrec="|".join(evalwf.SEQREC),
-        variant="[A-Za-z0-9_-]+",
     threads: 2
     conda:
         ENV
@@ -147,7 +146,6 @@ if SWEEP:
             "logs/aggregate_seeds/{dataset}_{seqrec}_{variant}.log",
         wildcard_constraints:
             seqrec="|".join(evalwf.SEQREC),
-            variant="[A-Za-z0-9_-]+",
 
     use rule aggregate_seeds as aggregate_seeds_seqrec with:
         input:

@@ -17,8 +17,6 @@ rule base_llm:
         download_dir="resources/llm/_downloads",
     log:
         "logs/base_llm/{name}.log",
-    wildcard_constraints:
-        name="[A-Za-z0-9._-]+",
     threads: 2
     conda:
         ENV
@@ -63,7 +61,6 @@ rule tune_variant:
         "logs/tune/{dataset}_{seqrec}_{variant}.log",
     wildcard_constraints:
         seqrec="|".join(llmwf.SEQREC),
-        variant="[A-Za-z0-9_-]+",
     threads: 2
     conda:
         ENV

@@ -2,38 +2,77 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
-from llara.data.sources import RemoteFile, files_for
-from llara.io import atomic_path, sha256_bytes, sha256_file
+from llara.data.sources import MAX_BYTES, RemoteFile, files_for
+from llara.io import atomic_path, sha256_file
+from llara.settings import check_settings
 
 log = logging.getLogger("llara.data.download")
 
 
+CHUNK = 1 << 20
+
+
 class ChecksumError(ValueError):
-    """A file or archive member whose sha256 differs from its pin."""
+    """A file or archive member whose sha256 (or size) differs from its pin."""
 
 
-def _fetch(f: RemoteFile, mirror: str | Path | None, dest: Path, timeout: float) -> str:
-    """Copy from the mirror or download from the URL into ``dest``; return where it came from."""
+def _copy_bounded(src: BinaryIO, dest: BinaryIO, limit: int, name: str) -> int:
+    """Copy ``src`` to ``dest`` in chunks; fail once more than ``limit`` bytes arrive."""
+    n = 0
+    while block := src.read(min(CHUNK, limit + 1 - n)):
+        n += len(block)
+        if n > limit:
+            raise ChecksumError(f"{name}: larger than {limit} bytes (its pinned size or llara.data.sources.MAX_BYTES)")
+        dest.write(block)
+    return n
+
+
+def _fetch(f: RemoteFile, mirror: str | Path | None, dest: Path, timeout: float, limit: int) -> str:
+    """Copy from the mirror or download from the URL into ``dest`` (at most ``limit`` bytes); return
+    where it came from."""
     if mirror is not None:
         src = Path(mirror) / f.relpath
         if not src.is_file():
             raise FileNotFoundError(f"mirror {mirror}: {f.relpath} is missing (expected the layout of ../shared/datasets)")
-        shutil.copyfile(src, dest)
+        with open(src, "rb") as i, open(dest, "wb") as o:
+            _copy_bounded(i, o, limit, str(src))
         return str(src)
     try:
         with urllib.request.urlopen(f.url, timeout=timeout) as resp, open(dest, "wb") as out:
-            shutil.copyfileobj(resp, out, 1 << 20)
+            _copy_bounded(resp, out, limit, f.url)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise ConnectionError(f"could not download {f.url}: {e}; for offline runs set download.mirror or LLARA_MIRROR") from e
     return f.url
+
+
+def member_sha256(zf: zipfile.ZipFile, member: str, size: int | None, name: str) -> str:
+    """sha256 of an archive member, hashed in streamed chunks; its size must match the pin (when pinned)
+    and the archive's own record, and never exceed MAX_BYTES."""
+    info = zf.getinfo(member)
+    if size is not None and info.file_size != size:
+        raise ChecksumError(f"{name}: member {member} is {info.file_size} bytes, its pin says {size}")
+    limit = min(info.file_size, MAX_BYTES)
+    h = hashlib.sha256()
+    n = 0
+    with zf.open(info) as src:
+        while block := src.read(min(CHUNK, limit + 1 - n)):
+            n += len(block)
+            if n > limit:
+                raise ChecksumError(f"{name}: member {member} expands beyond {limit} bytes")
+            h.update(block)
+    if n != info.file_size:
+        raise ChecksumError(f"{name}: member {member} holds {n} bytes, the archive says {info.file_size}")
+    return h.hexdigest()
 
 
 def verify(path: Path, f: RemoteFile, extra_sha256: Mapping[str, str] | None = None, origin: str | None = None) -> None:
@@ -54,34 +93,43 @@ def verify(path: Path, f: RemoteFile, extra_sha256: Mapping[str, str] | None = N
     if f.members:
         try:
             with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise ChecksumError(f"{name}: zip member {bad} is corrupt (CRC check failed)")
                 names = set(zf.namelist())
                 for member, member_pin in f.members.items():
                     key = f"{f.relpath}/{member}"
-                    member_pin = extra.get(key, member_pin)
+                    expected = extra.get(key, member_pin.sha256)
                     if member not in names:
                         raise ChecksumError(f"{name}: archive lacks member {member}")
-                    got = sha256_bytes(zf.read(member))
-                    if member_pin is None:
+                    # a user pin replaces the repository's, size included
+                    size = member_pin.size if key not in extra else None
+                    got = member_sha256(zf, member, size, name)
+                    if expected is None:
                         log.warning("%s: member %s has no pinned sha256; found %s (pin it as %r in download.extra_sha256)",
                                     name, member, got, key)
-                    elif got != member_pin:
-                        raise ChecksumError(f"{name}: member {member}: sha256 mismatch: expected {member_pin}, found {got}")
+                    elif got != expected:
+                        raise ChecksumError(f"{name}: member {member}: sha256 mismatch: expected {expected}, found {got}")
         except zipfile.BadZipFile as e:
             raise ChecksumError(f"{name}: not a valid zip archive (truncated or corrupt): {e}") from e
+        except (zlib.error, EOFError) as e:
+            raise ChecksumError(f"{name}: a zip member is corrupt: {e}") from e
 
 
 def download_dataset(dataset: str, source: str, out_dir: str | Path, mirror: str | Path | None = None,
                      extra_sha256: Mapping[str, str] | None = None, timeout: float = 60.0) -> list[Path]:
-    """Fetch and verify every file of (dataset, source) into ``out_dir`` (created atomically as a whole)."""
+    """Fetch and verify every file of (dataset, source) into ``out_dir`` (created atomically as a whole).
+
+    ``out_dir`` must be absent, empty or an earlier download; anything else stops the call before any
+    fetch (:class:`llara.io.OutputInTheWayError`), and nothing there is replaced or deleted.
+    """
     files = files_for(dataset, source)
-    with atomic_path(out_dir, directory=True) as tmp:
+    if extra_sha256:
+        check_settings({"download": {"extra_sha256": dict(extra_sha256)}})
+    with atomic_path(out_dir, directory=True, stage="download") as tmp:
         for f in files:
             dest = tmp / f.relpath
             dest.parent.mkdir(parents=True, exist_ok=True)
-            origin = _fetch(f, mirror, dest, timeout)
+            # the repository's size pin bounds the transfer, unless the user pinned another file
+            limit = f.size if f.size is not None and f.relpath not in (extra_sha256 or {}) else MAX_BYTES
+            origin = _fetch(f, mirror, dest, timeout, limit)
             verify(dest, f, extra_sha256, origin)
             log.info("verified %s (from %s)", f.relpath, origin)
     return [Path(out_dir) / f.relpath for f in files]

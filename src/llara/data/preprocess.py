@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,16 @@ import pyarrow as pa
 
 from llara.data import parse
 from llara.data.candidates import sample_candidate_sets
-from llara.data.safe_pickle import load_dataframe
+from llara.data.safe_pickle import load_llara_split
 from llara.data.schema import EVAL, ITEMS, TRAIN
 from llara.data.sources import LLARA_PADDING_ID, files_for
-from llara.io import write_parquet
+from llara.io import check_replaceable, write_parquet
+from llara.settings import check_settings
 
 log = logging.getLogger("llara.data.preprocess")
 
 SPLITS = ("train", "valid", "test")
+STAGE = "preprocess"  # the owner recorded for the Parquet files
 
 
 @dataclass(frozen=True)
@@ -33,20 +36,15 @@ class DataConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     unknown_ids: str = "error"
 
+    def __post_init__(self) -> None:
+        # the same schema and cross-key rules as the Snakefile's (llara.settings)
+        check_settings({"data": {**asdict(self), "split": list(self.split)}})
+
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"config data: unknown key(s) {sorted(unknown)}")
-        d = dict(d)
-        if "split" in d:
-            d["split"] = tuple(d["split"])
-        cfg = cls(**d)
-        if cfg.min_history > cfg.max_history:
-            raise ValueError(f"config data.min_history={cfg.min_history} exceeds data.max_history={cfg.max_history}")
-        if cfg.unknown_ids not in ("error", "drop"):
-            raise ValueError(f"config data.unknown_ids={cfg.unknown_ids!r}: expected 'error' or 'drop'")
-        return cfg
+        """The ``data:`` section with the schema's defaults; a bad key or value fails naming it."""
+        d = check_settings({"data": copy.deepcopy(dict(d))})["data"]
+        return cls(**{**d, "split": tuple(d["split"])})
 
 
 Rows = tuple[list[int], list[list[int]], list[int]]  # user ids, histories, targets
@@ -84,19 +82,11 @@ def leave_users_out(inter: pl.DataFrame, cfg: DataConfig, seed: int) -> dict[str
 
 def llara_rows(path: Path, sha256: str, padding_id: int, n_items: int, cfg: DataConfig) -> Rows:
     """Rows of one of LLaRA's pickled splits: padding removed, ``(item, rating)`` tuples unwrapped."""
-    df = load_dataframe(path, sha256)
-    for col in ("seq", "len_seq", "next"):
-        if col not in df.columns:
-            raise parse.MalformedInputError(f"{path}: missing column {col!r}; expected seq, len_seq, next")
-
-    def item(x) -> int:
-        return int(x[0]) if isinstance(x, tuple) else int(x)
-
+    split = load_llara_split(path, sha256)  # checked: columns, integer ids, 0 <= len_seq <= len(seq)
     uids, hists, tgts, unknown = [], [], [], 0
-    for r, (seq, n, nxt) in enumerate(zip(df["seq"], df["len_seq"], df["next"])):
+    for r, (seq, n, tgt) in enumerate(zip(split.seq, split.len_seq, split.next)):
         # len_seq is at least 1 even for an all-padding history, so padding ids are filtered, not trusted away
-        hist = [i for i in (item(x) for x in list(seq)[: int(n)]) if i != padding_id][-cfg.max_history:]
-        tgt = item(nxt)
+        hist = [i for i in seq[:n] if i != padding_id][-cfg.max_history:]
         if any(not 0 <= i < n_items for i in (*hist, tgt)):
             if cfg.unknown_ids != "drop":
                 raise parse.MalformedInputError(
@@ -180,12 +170,14 @@ def preprocess(dataset: str, source: str, raw_dir: str | Path, out: dict[str, st
                seed: int = 42, extra_sha256: dict[str, str] | None = None) -> dict[str, int]:
     """Write items/train/valid/test Parquet files (paths in ``out``) and return their row counts."""
     cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg)
+    for path in out.values():  # refuse before any work: never replace a file this stage did not write
+        check_replaceable(path, STAGE)
     items, rows = build_items_and_rows(dataset, source, Path(raw_dir), cfg, seed, extra_sha256)
     n_items = items.height
     tables = {split: _table(split, rows[split], n_items, cfg, seed, f"{dataset}/{source}") for split in SPLITS}
-    write_parquet(items.select(ITEMS.names).to_arrow(), out["items"], ITEMS)
+    write_parquet(items.select(ITEMS.names).to_arrow(), out["items"], ITEMS, stage=STAGE)
     for split, table in tables.items():
-        write_parquet(table, out[split], table.schema)
+        write_parquet(table, out[split], table.schema, stage=STAGE)
     counts = {"items": n_items} | {s: t.num_rows for s, t in tables.items()}
     log.info("%s/%s: %s", dataset, source, counts)
     return counts

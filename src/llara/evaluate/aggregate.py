@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from llara.evaluate.compare import check_paired, common_sets, metric_arrays, outcome_matrix
-from llara.io import write_json
+from llara.io import check_replaceable, write_json
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, bootstrap_ratio, ratio_stat
 from llara.provenance import provenance
 
@@ -116,6 +116,7 @@ def write_seed_aggregate(runs: Sequence[Mapping[str, Any]], out_path: str | Path
     from llara.evaluate.run import read_predictions
 
     t0 = time.perf_counter()
+    check_replaceable(out_path)  # before any work: never replace what llara did not write
     if not runs:
         raise ValueError("no per-seed runs to aggregate (config seeds is empty?)")
     seeds = [r["seed"] for r in runs]

@@ -12,6 +12,7 @@ Entry points:
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from llara.evaluate.aggregate import aggregate_tables
 from llara.evaluate.blocks import generate_block, rank_block
 from llara.evaluate.engine import Engine, LlaraEngine
 from llara.evaluate.matching import RULE_NAME, score_outputs
-from llara.io import write_json, write_parquet
+from llara.io import check_replaceable, write_json, write_parquet
 from llara.metrics.ranking import target_ranks
 from llara.provenance import provenance
 
@@ -251,6 +252,8 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
     Raises FileNotFoundError naming the missing artefact when the requested dataset/backbone has no
     tuned model (adapter folder or projector file absent).
     """
+    for out in (predictions_path, metrics_path):  # before any work: never replace what llara did not write
+        check_replaceable(out)
     if threads:
         import torch
 
@@ -313,6 +316,12 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
     missing, extra = need - set(settings), set(settings) - need
     if missing or extra:
         raise ValueError(f"evaluation settings: missing {sorted(missing)}, unknown {sorted(extra)}")
+    from llara.evaluate.workflow import SETTING_KEYS
+    from llara.settings import check_settings
+
+    # the config schema's types and bounds, as for a Snakemake run (k is evaluate.candidate_sets.<method>)
+    check_settings({"evaluate": {**{k: copy.deepcopy(settings[k]) for k in SETTING_KEYS},
+                                 "candidate_sets": {"llara": settings["k"]}}})
     s = settings
     unknown = [x for x in s["splits"] if x not in split_paths]
     if unknown:

@@ -17,7 +17,7 @@ of candidates.
 - Tuned model: pass ``adapter_dir`` and ``projector_path`` (and ``item_embeddings_path`` for the hybrid or
   id representation). Prompt format (raw / chat) and templates are the ones stored at training time.
 - Zero-shot base model: ``adapter_dir=None, projector_path=None``. Items are rendered as bare titles
-  (there are no learned special tokens), instruct models get their chat template (``prompt_format``
+  (there are no special tokens), instruct models get their chat template (``prompt_format``
   ``auto``); ``representation`` is ignored (``plain``).
 - ``generate`` is greedy, batched with left padding, and returns the first line of the answer, stripped
   (LLaRA's post-processing); ``inputs_embeds`` go through the same vectorised injection as training.
@@ -90,7 +90,9 @@ def load_llara(base_dir, items_path, item_embeddings_path=None, adapter_dir=None
     if (adapter_dir is None) != (projector_path is None):
         raise ValueError("load_llara: pass both adapter_dir and projector_path (tuned model) or neither (zero-shot)")
     titles = load_titles(items_path)
-    tok, base = load_base(base_dir, "float32")
+    # straight in the evaluation dtype on the evaluation device: a 7B model never exists in fp32 or in
+    # host memory as a whole (LoRA is merged there too)
+    tok, base = load_base(base_dir, dtype, device=device)
     meta: dict[str, Any] = {}
     projector = None
     if projector_path is not None:
@@ -121,7 +123,11 @@ def load_llara(base_dir, items_path, item_embeddings_path=None, adapter_dir=None
             raise ValueError(f"{item_embeddings_path}: embedding dimension {table.shape[1]} != the projector's "
                              f"input size {projector.d_rec} ({projector_path})")
     enc = PromptEncoder(tok, titles, templates, fmt)
-    module = LlaraLM(lm, projector, table, enc.special_ids[0]).to(device=device, dtype=resolve_dtype(dtype)).eval()
+    if projector is not None:
+        projector = projector.to(device=device, dtype=resolve_dtype(dtype))
+    module = LlaraLM(lm, projector, table, enc.special_ids[0]).eval()
+    if not merge_adapter and projector is not None:
+        module.lm.to(device=device, dtype=resolve_dtype(dtype))  # the unmerged LoRA matrices (small)
     if table is not None:
         module.item_table = table.to(device)  # keep the table in fp32
     return LlaraModel(module, enc, titles, projector is None, meta, _stop_token_ids(tok))

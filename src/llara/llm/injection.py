@@ -3,7 +3,7 @@
 ``inputs_embeds`` of a batch is built with one embedding lookup, one gather of the (frozen) seqrec item
 embeddings at every behavioural-token slot, one projector call for the whole batch and one
 ``masked_scatter``; special tokens without a slot ([PH], and [HistoryEmb]/[CansEmb] when no item
-is given) take their learned row. No Python loop over rows or items.
+is given) take their (frozen) row. No Python loop over rows or items.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def inject(embed_tokens: nn.Embedding, projector: LlaraProjector | None, item_ta
                              "use the 'plain' item rendering")
         return emb
     # one projector call: the MLP on the slot items (+ one dummy row so it is always in the graph)
-    # and the learned special rows at every position (masked below)
+    # and the special rows at every position (masked below)
     pos = item_slots >= 0 if item_slots is not None else torch.zeros_like(is_special)
     items = item_slots[pos] if item_slots is not None else input_ids.new_zeros(0)
     sp_index = (input_ids - special_first_id).clamp(min=0, max=projector.n_special - 1)
@@ -53,7 +53,7 @@ def inject_reference(embed_tokens: nn.Embedding, projector: LlaraProjector | Non
                      input_ids: torch.Tensor, histories, candidates, special_ids) -> torch.Tensor:
     """Slow reference (the official code's per-row loops): for each row, the k-th [HistoryEmb] gets
     ``Proj(e[history[k]])``, the k-th [CansEmb] ``Proj(e[candidates[k]])``; other special tokens their
-    learned row."""
+    (frozen) row."""
     ph_id, hist_id, cans_id, _ = special_ids
     first = special_ids[0]
     out = []

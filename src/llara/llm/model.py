@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +26,21 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def resolve_precision(precision: str, on_gpu: bool) -> str:
+    """The training precision ``auto`` stands for on this machine: ``bf16`` on a GPU with bf16 support
+    or a CPU with native bf16 matrix units (AVX512-BF16 / AMX), else ``fp32``. Without them PyTorch's
+    bf16 matmul falls back to a scalar path: measured 5x slower than fp32 on a 2-core AVX2 EPYC."""
+    if precision != "auto":
+        return precision
+    if on_gpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32", device: str = "cpu"):
     """(tokenizer, model) from a Hugging Face folder; fails naming the folder when it is not one."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,7 +49,8 @@ def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32",
 
     base_dir = check_model_dir(base_dir, key="base model (resources/llm/{name})")
     tok = AutoTokenizer.from_pretrained(str(base_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=resolve_dtype(dtype)).to(device)
+    # loaded straight onto ``device`` in ``dtype`` (no full-size copy in host memory or in fp32)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=resolve_dtype(dtype), device_map=device)
     if getattr(model.config, "quantization_config", None) is not None:
         raise ValueError(f"{base_dir}: the model is marked quantized ({model.config.quantization_config}); "
                          f"rebuild it as a plain model (llara.llm.base.convert_gguf)")
@@ -53,7 +67,7 @@ def add_lora(model, r: int = 8, alpha: int = 32, dropout: float = 0.1, targets: 
 
 
 def init_projector(d_rec: int, embed: nn.Embedding, seed: int) -> LlaraProjector:
-    """A seeded projector whose special rows start at the mean of the base token embeddings."""
+    """A seeded projector whose (frozen) special rows are the mean of the base token embeddings."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         proj = LlaraProjector(d_rec, embed.weight.shape[1])

@@ -1,9 +1,14 @@
-"""The MLP projector (seqrec item embedding -> LLM token-embedding space) and LLaRA's learned special rows.
+"""The MLP projector (seqrec item embedding -> LLM token-embedding space) and LLaRA's special-token rows.
 
 The base model's embedding matrix is never resized: the special tokens ([PH], [HistoryEmb], [CansEmb],
 [ItemEmb]) get ids past the base vocabulary in the tokenizer, and their input embeddings come from
-``LlaraProjector.special`` (trained, saved in ``projector.safetensors``). The adapter therefore stays a
-standard peft LoRA folder over the unmodified base model, and the LM head never predicts them.
+``LlaraProjector.special`` (saved in ``projector.safetensors``). The adapter therefore stays a standard
+peft LoRA folder over the unmodified base model, and the LM head never predicts them.
+
+``special`` is a frozen buffer, as in the authors' code, where these rows are the rows
+``resize_token_embeddings`` appends to the frozen embedding matrix: they start at the mean token
+embedding (what ``resize_token_embeddings`` does in current transformers) and are never trained. Only
+[PH] is ever read (text-only prompts); [HistoryEmb] and [CansEmb] positions always hold ``Proj(e_i)``.
 """
 
 from __future__ import annotations
@@ -21,17 +26,17 @@ from llara.llm.prompts import SPECIAL_TOKENS
 
 
 class LlaraProjector(nn.Module):
-    """``Linear(d_rec, d_llm) -> GELU -> Linear(d_llm, d_llm)`` plus one learned row per special token."""
+    """``Linear(d_rec, d_llm) -> GELU -> Linear(d_llm, d_llm)`` plus one frozen row per special token."""
 
     def __init__(self, d_rec: int, d_llm: int, n_special: int = len(SPECIAL_TOKENS)):
         super().__init__()
         self.d_rec, self.d_llm, self.n_special = d_rec, d_llm, n_special
         self.mlp = nn.Sequential(nn.Linear(d_rec, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
-        self.special = nn.Parameter(torch.zeros(n_special, d_llm))
+        self.register_buffer("special", torch.zeros(n_special, d_llm))
 
     def forward(self, x: torch.Tensor, special_index: torch.Tensor | None = None):
-        """``mlp(x)``; with ``special_index`` also the learned rows ``special[special_index]`` (both read
-        inside forward, so ZeRO-3 has gathered the parameters)."""
+        """``mlp(x)``; with ``special_index`` also the rows ``special[special_index]`` (both read inside
+        forward, so ZeRO-3 has gathered the parameters)."""
         if special_index is None:
             return self.mlp(x)
         return self.mlp(x), self.special[special_index]

@@ -4,9 +4,9 @@ An item is rendered, depending on the representation, as
 
 - ``hybrid``: ``title [HistoryEmb]`` in the history, ``title [CansEmb]`` among the candidates; the
   special token's input embedding is later replaced by ``Proj(e_item)`` (see ``llara.llm.injection``);
-- ``text``: ``title [PH]``: the placeholder keeps its own learned embedding (LLaRA's text-only prompt);
+- ``text``: ``title [PH]``: the placeholder keeps its own fixed embedding (LLaRA's text-only prompt);
 - ``id``: ``[HistoryEmb]`` / ``[CansEmb]`` alone (behavioural token, no title);
-- ``plain``: the bare title (zero-shot base model, which has no learned special tokens).
+- ``plain``: the bare title (zero-shot base model, which has no special tokens).
 
 Labels are -100 on every prompt token and on padding; only the answer (``" " + title + "\\n"`` for raw
 prompts, ``title + eos`` for chat prompts) is learned. Tokens are assigned to the answer by their

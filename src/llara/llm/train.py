@@ -42,7 +42,7 @@ from typing import Any
 log = logging.getLogger("llara.llm.train")
 
 LOG_COLUMNS = ["step", "loss", "lr", "hybrid_share", "tokens_per_s", "epoch", "tokens", "answer_tokens", "step_s"]
-PRECISIONS = ("bf16", "fp32", "fp16")
+PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 
 
 @dataclass
@@ -75,7 +75,7 @@ class TuneConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 1e-5
     lora: LoraSettings = field(default_factory=LoraSettings)
-    precision: str = "bf16"
+    precision: str = "auto"               # auto: bf16 where the hardware has native bf16, else fp32
     deepspeed_config: str = "config/deepspeed/zero2.json"
     checkpoint_every: int = 5
     keep_checkpoints: int = 1
@@ -83,10 +83,16 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TuneConfig":
+        from llara.settings import check_settings
+
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"tune: unknown key(s) {unknown}; known: {sorted(names)}")
+        # the config schema and cross-key rules, as for a Snakemake run (llara.settings)
+        extra = ("dataset", "seed", "prompt_format")
+        check_settings({"tune": {k: v for k, v in d.items() if k not in extra}, **({"seed": d["seed"]} if "seed" in d else {}),
+                        **({"llm": {"prompt_format": d["prompt_format"]}} if "prompt_format" in d else {})})
         d = dict(d)
         if isinstance(d.get("lora"), dict):
             lnames = {f.name for f in dataclasses.fields(LoraSettings)}
@@ -168,7 +174,7 @@ def build_ds_config(base: dict[str, Any], cfg: TuneConfig, world: int) -> dict[s
     ds["fp16"] = {**ds.get("fp16", {}), "enabled": cfg.precision == "fp16"}
     ds.setdefault("zero_allow_untested_optimizer", True)
     ds.setdefault("steps_per_print", 10 ** 9)
-    ds.pop("optimizer", None)      # torch AdamW is passed in (no fused-Adam JIT build on CPU)
+    ds.pop("optimizer", None)      # torch Adam is passed in (no fused-Adam JIT build on CPU)
     ds.pop("scheduler", None)      # LLaRA's warm-up + cosine schedule is passed in
     return ds
 
@@ -274,8 +280,89 @@ def _micro_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{micro}:{rank}".encode()).digest()[:7], "little")
 
 
+def build_module(base, cfg: TuneConfig, item_table, special_first_id: int):
+    """LlaraLM over ``base``: a fresh seeded LoRA adapter, a seeded projector, the frozen item table."""
+    import numpy as np
+    import torch
+
+    from llara.llm.model import LlaraLM, add_lora, init_projector
+
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.config.use_cache = False
+    torch.manual_seed(cfg.seed)
+    lm = add_lora(base, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    projector = init_projector(item_table.shape[1], base.get_input_embeddings(), cfg.seed)
+    table = torch.from_numpy(item_table) if isinstance(item_table, np.ndarray) else item_table
+    return LlaraLM(lm, projector, table, special_first_id)
+
+
+def build_engine(module, cfg: TuneConfig, ds_cfg: dict[str, Any], total_steps: int):
+    """The DeepSpeed engine over ``module`` with the authors' optimizer and schedule; returns (engine, optimizer).
+
+    Adam with coupled L2 decay on the projector only (LoRA: none); the projector's group is the second
+    one, frozen by :func:`train_step` on steps without a behavioural token (the authors'
+    ``requires_grad=False`` on text-only batches). Warm-up then cosine, per optimizer step.
+    """
+    import torch
+
+    import deepspeed
+
+    from llara.llm.data import lr_at
+    from llara.llm.optim import GroupFreezingAdam
+
+    lora_params = [p for n, p in module.named_parameters() if p.requires_grad and not n.startswith("projector.")]
+    proj_params = list(module.projector.parameters())
+    opt = GroupFreezingAdam([{"params": lora_params, "weight_decay": 0.0},
+                             {"params": proj_params, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+    warmup = int(total_steps * cfg.warmup_ratio)  # LLaRA: max_step // 20
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_at(s, total_steps, cfg.lr, cfg.min_lr, cfg.warmup_start_lr, warmup) / cfg.lr)
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=opt, lr_scheduler=scheduler, config=ds_cfg)
+    return engine, opt
+
+
+def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accum: int, micro: int, rank: int,
+               world: int) -> dict[str, Any]:
+    """One optimizer step over ``samples`` (the whole step's, every rank's): this rank's micro-batches,
+    forward/backward/step under DeepSpeed, counters kept on the device and read once. Returns the log row
+    fields (loss, lr, hybrid_share, tokens_per_s, tokens, answer_tokens, step_s)."""
+    import numpy as np
+    import torch
+
+    from llara.llm.optim import StepStats
+
+    t0 = time.perf_counter()
+    lr_now = engine.get_lr()[0]
+    # every rank sees the whole step's samples, so all agree on whether the projector is used
+    opt.param_groups[1]["frozen"] = all(s["representation"] == "text" for s in samples)
+    dev = engine.device
+    stats = StepStats(dev)
+    for m in range(accum):
+        off = (m * world + rank) * micro
+        batch = enc.training_batch(samples[off:off + micro])
+        n_tokens = int(batch["attention_mask"].sum())
+        torch.manual_seed(_micro_seed(seed, step, m, rank))
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        loss, n_ans = engine(**batch)
+        engine.backward(loss)
+        engine.step()
+        stats.add(loss, n_tokens, n_ans)
+    stats.reduced(world)
+    totals = stats.row()  # the step's one host sync
+    dt = time.perf_counter() - t0
+    return {"loss": round(totals["loss"], 6), "lr": lr_now,
+            "hybrid_share": round(float(np.mean([s["hybrid"] for s in samples])), 6),
+            "tokens_per_s": round(totals["tokens"] / dt, 2), "tokens": int(totals["tokens"]),
+            "answer_tokens": int(totals["answer_tokens"]), "step_s": round(dt, 3)}
+
+
 def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) one tuning run as this process's rank; rank 0 writes the outputs. Returns a summary."""
+    from llara.io import check_replaceable
+
+    for name in ("adapter", "projector.safetensors", "train_log.csv"):  # never replace what llara did not write
+        check_replaceable(Path(paths.out_dir) / name)
     prep = preflight(cfg, paths)
     fp = fingerprint(cfg, paths)
     if "RANK" not in os.environ:
@@ -283,19 +370,20 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     if _cuda_count() == 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-    import numpy as np
     import torch
     import torch.distributed as dist
 
     import deepspeed
     from deepspeed.utils import safe_get_full_fp32_param
 
-    from llara.llm.data import Schedule, lr_at
-    from llara.llm.model import LlaraLM, add_lora, init_projector, load_base
+    from llara.io import make_scratch_dir, remove_tree
+    from llara.llm.data import Schedule
+    from llara.llm.model import load_base, resolve_precision
     from llara.llm.prompts import PromptEncoder, resolve_prompt_format
 
     t_start = time.perf_counter()
     on_gpu = _cuda_count() > 0
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, on_gpu))
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if threads:
@@ -310,27 +398,13 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     tok, base = load_base(paths.base, load_dtype, device=f"cuda:{local_rank}" if on_gpu else "cpu")
     fmt = resolve_prompt_format(cfg.prompt_format, tok)
     enc = PromptEncoder(tok, prep.titles, prep.templates, fmt)
-    if cfg.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base.config.use_cache = False
-    torch.manual_seed(cfg.seed)
-    lm = add_lora(base, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    projector = init_projector(prep.item_table.shape[1], base.get_input_embeddings(), cfg.seed)
-    module = LlaraLM(lm, projector, torch.from_numpy(prep.item_table), enc.special_ids[0])
+    module = build_module(base, cfg, prep.item_table, enc.special_ids[0])
 
     sched = Schedule(prep.rows, len(prep.titles), cfg.seed, cfg.epochs, cfg.effective_batch_size,
                      cfg.n_candidates, len(prep.templates), cfg.curriculum, cfg.representation, cfg.max_steps)
     T = sched.total_steps
-    warmup = int(T * cfg.warmup_ratio)  # LLaRA: max_step // 20
-
-    lora_params = [p for n, p in module.named_parameters() if p.requires_grad and not n.startswith("projector.")]
-    proj_params = list(module.projector.parameters())
-    opt = torch.optim.AdamW([{"params": lora_params, "weight_decay": 0.0},
-                             {"params": proj_params, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_at(s, T, cfg.lr, cfg.min_lr, cfg.warmup_start_lr, warmup) / cfg.lr)
-    n_trainable = sum(p.numel() for p in lora_params) + sum(p.numel() for p in proj_params)
-    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=opt, lr_scheduler=scheduler, config=ds_cfg)
+    n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # before ZeRO partitions them
+    engine, opt = build_engine(module, cfg, ds_cfg, T)
 
     ckpt = Path(paths.ckpt_dir)
     start, log_rows = 0, []
@@ -346,8 +420,8 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
         if rank == 0:
             if ckpt.exists():
                 log.info("discarding checkpoints in %s (no match for fingerprint %s)", ckpt, fp)
-                shutil.rmtree(ckpt)
-            ckpt.mkdir(parents=True, exist_ok=True)
+                remove_tree(ckpt, "tune")  # only a checkpoint folder this stage made: never a user's folder
+            make_scratch_dir(ckpt, "tune")
             fp_file.write_text(fp + "\n")
         dist.barrier()
     if rank == 0:
@@ -360,30 +434,11 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
 
     kill_at = int(os.environ.get("LLARA_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
     bar = tqdm(total=T, initial=start, desc="tune", disable=rank != 0, file=sys.stderr, mininterval=5)
-    dev = engine.device
     engine.train()
     for step in range(start + 1, T + 1):
-        t0 = time.perf_counter()
         samples = sched.step_samples(step)
-        lr_now = engine.get_lr()[0]
-        stats = torch.zeros(4, dtype=torch.float64)  # loss sum, micro count, tokens, answer tokens
-        for m in range(accum):
-            off = (m * world + rank) * mb
-            batch = enc.training_batch(samples[off:off + mb])
-            torch.manual_seed(_micro_seed(cfg.seed, step, m, rank))
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            loss, n_ans = engine(**batch)
-            engine.backward(loss)
-            engine.step()
-            stats += torch.tensor([loss.item(), 1.0, float(batch["attention_mask"].sum()), float(n_ans)],
-                                  dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(stats)
-        dt = time.perf_counter() - t0
-        row = {"step": step, "loss": round(stats[0].item() / stats[1].item(), 6), "lr": lr_now,
-               "hybrid_share": round(float(np.mean([s["hybrid"] for s in samples])), 6),
-               "tokens_per_s": round(stats[2].item() / dt, 2), "epoch": (step - 1) // sched.steps_per_epoch,
-               "tokens": int(stats[2].item()), "answer_tokens": int(stats[3].item()), "step_s": round(dt, 3)}
+        row = {"step": step, "epoch": (step - 1) // sched.steps_per_epoch,
+               **train_step(engine, opt, enc, samples, cfg.seed, step, accum, mb, rank, world)}
         log_rows.append(row)
         bar.update(1)
         bar.set_postfix(loss=row["loss"], hybrid=row["hybrid_share"], tok_s=row["tokens_per_s"])
@@ -420,7 +475,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
             log.warning("--probe is not supported under ZeRO-3 (partitioned parameters): skipped")
         elif probe_path:
             write_probe(engine.module, full, enc, prep, cfg, probe_path)
-        shutil.rmtree(ckpt, ignore_errors=True)  # outputs are complete: a later run must start afresh
+        remove_tree(ckpt, "tune")  # outputs are complete: a later run must start afresh
         log.info("done: %s", summary)
     dist.barrier()
     return summary
@@ -448,7 +503,8 @@ def write_outputs(module, full: dict, cfg: TuneConfig, paths: TunePaths, fmt: st
         module.lm.save_pretrained(str(tmp), state_dict=lora_sd)
         (tmp / "llara_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     proj = LlaraProjector(module.projector.d_rec, module.projector.d_llm, module.projector.n_special)
-    proj.load_state_dict({k[len("projector."):]: v for k, v in full.items() if k.startswith("projector.")})
+    proj.load_state_dict({"special": module.projector.special.detach().float().cpu(),  # frozen buffer
+                          **{k[len("projector."):]: v for k, v in full.items() if k.startswith("projector.")}})
     save_projector(proj, out / "projector.safetensors", meta)
     _atomic_text(out / "train_log.csv", _csv_text(log_rows))
 

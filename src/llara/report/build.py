@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llara.evaluate.compare import paired_runs
-from llara.io import atomic_path
+from llara.io import atomic_path, check_replaceable
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES
 from llara.report import paper
 from llara.report.collect import Entry, Summary, evaluated_sets, summarize
@@ -35,6 +35,7 @@ log = logging.getLogger("llara.report")
 
 DATASET_LABELS = {"movielens": "MovieLens", "steam": "Steam", "lastfm": "LastFM"}
 CHANCE_LABEL = "Chance (random candidate)"
+OUTPUTS = ("table.md", "table.csv", "paired.csv", "hr1_ci.png", "hr1_seeds.png", "training.png")
 _KIND_ORDER = {"chance": -1, "seqrec": 0, "zeroshot": 1, "paper": 2, "ablation": 3, "llara": 4}
 _SEQREC_ORDER = {"gru4rec": 0, "caser": 1, "sasrec": 2}
 _PAPER_ORDER = {row: i for i, row in enumerate(paper.PAPER)}
@@ -113,6 +114,8 @@ def build_report(entries: list[Entry | dict[str, Any]], out_dir: str | Path, *, 
     if not entries:
         raise ValueError("the report lists no results (config report: datasets/methods select nothing)")
     out = Path(out_dir)
+    for name in OUTPUTS:  # before any work: never replace what llara did not write
+        check_replaceable(out / name)
     datasets = [d for d in paper.DATASETS if any(e.dataset == d for e in entries)]
     datasets += sorted({e.dataset for e in entries} - set(datasets))
     summaries: dict[tuple[str, str], Summary] = {}

@@ -9,12 +9,14 @@ rose late: it gets more epochs and patience (an epoch costs it less than half of
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from llara.seqrec.base import SeqRecModel
 from llara.seqrec.caser import Caser
 from llara.seqrec.gru4rec import GRU4Rec
 from llara.seqrec.sasrec import SASRec
+from llara.settings import ConfigError, check_settings
 
 MODELS: dict[str, type[SeqRecModel]] = {"sasrec": SASRec, "gru4rec": GRU4Rec, "caser": Caser}
 
@@ -36,19 +38,17 @@ def model_class(name: str) -> type[SeqRecModel]:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown sequential recommender {name!r} (wildcard {{seqrec}} / config key "
-                         f"seqrec.{name}); expected one of {sorted(MODELS)}") from None
+        raise ConfigError("seqrec", f"unknown sequential recommender {name!r} (wildcard {{seqrec}} / config key "
+                                    f"seqrec.{name}); expected one of {sorted(MODELS)}") from None
 
 
 def resolve_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``hparams`` over the model's defaults; an unknown key fails naming ``seqrec.<name>.<key>``."""
+    """``hparams`` over the model's defaults, checked by the config schema and its cross-key rules
+    (llara.settings: types, bounds, n_heads dividing hidden_size); a bad key or value fails naming
+    ``seqrec.<name>.<key>``."""
     model_class(name)
-    merged = dict(DEFAULTS[name])
-    for key, value in (hparams or {}).items():
-        if key not in merged:
-            raise ValueError(f"config key seqrec.{name}.{key} is not a {name} hyper-parameter; "
-                             f"expected one of {sorted(merged)}")
-        merged[key] = value
+    merged = {**DEFAULTS[name], **copy.deepcopy(dict(hparams or {}))}
+    check_settings({"seqrec": {name: merged}})
     return merged
 
 

@@ -24,9 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from llara.io import atomic_path, check_replaceable, write_json
 from llara.metrics.bootstrap import bootstrap_ci
 from llara.metrics.ranking import hit_at_k, rank_metrics, target_ranks
-from llara.io import atomic_path, write_json
 from llara.provenance import provenance
 from llara.seqrec.base import SeqRecModel
 from llara.seqrec.data import Split, load_n_items, load_split
@@ -186,9 +186,11 @@ def run_seqrec(model_name: str, *, items: str | os.PathLike, train: str | os.Pat
     are complete, so an interrupted run leaves none of them. Returns the metrics dict.
     """
     t_start = time.perf_counter()
+    merged = resolve_hparams(model_name, hparams)
+    for out in (out_model, out_embeddings, out_metrics):  # before training: never replace what llara did not write
+        check_replaceable(out)
     if threads:
         torch.set_num_threads(int(threads))
-    merged = resolve_hparams(model_name, hparams)
     width = int(merged["max_len"])
     n_items = load_n_items(items)
     splits = {name: load_split(path, name, n_items, width) for name, path in

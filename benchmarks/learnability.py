@@ -1,0 +1,222 @@
+"""Learnability: can the tuned LLM use what only the behavioural tokens carry?
+
+    .venv/bin/python benchmarks/learnability.py [--base resources/llm/smollm2-135m-instruct]
+        [--out results/learnability] [--items 400] [--samples 1024] [--variants hybrid text_only id_only]
+
+A synthetic dataset (``llara.data.synthetic``): random, meaningless titles; each item has one fixed
+successor; a row's target is the successor of its history's last item. Titles say nothing about the
+successor, so a text-only model must memorise ``--items`` title pairs from the ``--samples`` rows it
+sees (a few sightings each); SASRec, trained on every training row, learns the relation and its item
+embeddings carry it to the LLM through the projector. The variants are the pipeline's own
+(``config/config.yaml`` tune.variants): LLaRA (hybrid prompt, curriculum), text-only (TALLRec-style)
+and ID-only (behavioural tokens, no titles), each tuned by ``python -m llara.llm.train`` (DeepSpeed)
+and evaluated by ``llara.evaluate`` on every stored candidate set of the held-out test rows; SASRec
+is scored on the same rows and sets. Short prompts (raw format, one short template), so it runs in
+minutes on 2 CPU cores. Each stage's outputs are kept: a rerun resumes where it stopped.
+
+Prints one table (HR@1 beside chance, paired differences with 95% bootstrap intervals) and writes
+``learnability.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = "A user chose {history}. Candidates: {candidates}. The next choice is"
+VARIANTS = {"hybrid": {"representation": "hybrid", "curriculum": "linear"},   # LLaRA
+            "text_only": {"representation": "text", "curriculum": "none"},   # TALLRec-style
+            "id_only": {"representation": "id", "curriculum": "linear"}}     # behavioural tokens only
+
+
+def _config() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def build_data(out: Path, a: argparse.Namespace) -> Path:
+    from llara.data.synthetic import write_successor_dataset
+
+    data = out / "data"
+    if not (data / "test.parquet").is_file():
+        write_successor_dataset(data, n_items=a.items, n_train=a.train_rows, n_eval=a.eval_rows,
+                                history=(a.history, a.history), n_candidates=a.candidates,
+                                candidate_sets=a.sets, seed=a.seed)
+    return data
+
+
+def build_sasrec(out: Path, data: Path, a: argparse.Namespace) -> Path:
+    from llara.seqrec.train import run_seqrec
+
+    sas = out / "sasrec"
+    if not (sas / "metrics.json").is_file():
+        hp = {**_config()["seqrec"]["sasrec"], "max_epochs": a.seqrec_epochs}
+        run_seqrec("sasrec", items=data / "items.parquet", train=data / "train.parquet", valid=data / "valid.parquet",
+                   test=data / "test.parquet", out_model=sas / "model.safetensors",
+                   out_embeddings=sas / "item_embeddings.parquet", out_metrics=sas / "metrics.json", hparams=hp,
+                   seed=a.seed, threads=a.threads, dataset="synthetic", progress=False)
+    return sas
+
+
+def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse.Namespace) -> Path:
+    """One variant through the tune stage's CLI (DeepSpeed, the pipeline's code); cached."""
+    from llara.llm.workflow import tune_settings
+
+    d = out / variant
+    if (d / "projector.safetensors").is_file():
+        return d
+    templates = out / "templates.yaml"
+    templates.write_text(json.dumps({"datasets": {"synthetic": "synthetic"}, "domains": {"synthetic": [TEMPLATE]}}))
+    cfg = {**tune_settings(_config(), "synthetic", repo=REPO), **VARIANTS[variant], "seed": a.seed,
+           "prompt_format": "raw", "n_candidates": a.candidates, "max_train_samples": a.samples, "epochs": a.epochs,
+           "micro_batch_size": a.micro, "effective_batch_size": a.batch, "lr": a.lr, "min_lr": a.lr / 100,
+           "warmup_start_lr": a.lr / 100, "checkpoint_every": 10}
+    cmd = [sys.executable, "-m", "llara.llm.train", "--config-json", json.dumps(cfg), "--base", str(base),
+           "--items", str(data / "items.parquet"), "--train", str(data / "train.parquet"),
+           "--embeddings", str(sas / "item_embeddings.parquet"), "--templates", str(templates),
+           "--out-dir", str(d), "--ckpt-dir", str(out / f"{variant}_ckpt"), "--threads", str(a.threads),
+           "--log", str(out / f"{variant}.log")]
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return d
+
+
+def evaluate(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse.Namespace) -> Path:
+    from llara.evaluate.run import evaluate_llm
+
+    d = out / variant
+    if not (d / "predictions.parquet").is_file():
+        evaluate_llm(base, data / "items.parquet", {"test": data / "test.parquet"}, d / "predictions.parquet",
+                     d / "metrics.json", dataset="synthetic", method="ablation", variant=variant, seqrec="sasrec",
+                     adapter_dir=d / "adapter", projector_path=d / "projector.safetensors",
+                     item_embeddings_path=sas / "item_embeddings.parquet",
+                     representation=VARIANTS[variant]["representation"], k=a.sets, modes=a.modes,
+                     batch_size=16, rank_batch_size=8, max_new_tokens=12, seed=a.seed, threads=a.threads,
+                     progress=False)
+    return d / "predictions.parquet"
+
+
+def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argparse.Namespace,
+              timings: dict[str, float]) -> dict[str, Any]:
+    from llara.evaluate.compare import paired_difference
+
+    rows = []
+    for name, m in metrics.items():
+        for mode in a.modes if name != "SASRec" else ["rank"]:
+            b = m["splits"]["test"][mode]
+            rows.append({"method": name, "mode": mode, "hr@1": b["mean"]["hr@1"], "hr@1_ci": b["mean"].get("hr@1_ci"),
+                         "per_set": [s["hr@1"] for s in b["per_set"]],
+                         "valid_ratio": b["mean"].get("valid_ratio"), "strict_hr@1": b["mean"].get("strict_hr@1")})
+    paired = []
+    for name in (v for v in a.variants if v != "text_only"):
+        for mode in a.modes:
+            for base_name in ("text_only",) if "text_only" in preds else ():
+                metric = "strict_hr@1" if mode == "generate" else "hr@1"
+                r = paired_difference(preds[name], preds[base_name], "test", mode, mode, metric, seed=a.seed)
+                paired.append({**r, "method_a": name, "method_b": base_name, "mode": mode})
+    result = {"settings": vars(a) | {"out": str(a.out), "base": str(a.base)}, "chance_hr@1": 1 / a.candidates,
+              "chance_hr@5": min(1.0, 5 / a.candidates), "rows": rows, "paired": paired, "timings": timings}
+    (out / "learnability.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    s = result["settings"]
+    print(f"\nLearnability ({s['items']} items, {s['samples']} tuning samples x {s['epochs']} epoch(s), "
+          f"{s['candidates']} candidates, {s['eval_rows']} test rows x {s['sets']} candidate sets); "
+          f"chance HR@1 = {result['chance_hr@1']:.3f}")
+    print("| method | mode | HR@1 mean [95% CI] | per set | ValidRatio | HR@1 (all rows) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in result["rows"]:
+        ci = f" [{r['hr@1_ci'][0]:.3f}, {r['hr@1_ci'][1]:.3f}]" if r["hr@1_ci"] else ""
+        vr = f"{r['valid_ratio']:.3f}" if r["valid_ratio"] is not None else ""
+        st = f"{r['strict_hr@1']:.3f}" if r["strict_hr@1"] is not None else ""
+        print(f"| {r['method']} | {r['mode']} | {r['hr@1']:.3f}{ci} | {', '.join(f'{x:.3f}' for x in r['per_set'])} | "
+              f"{vr} | {st} |")
+    if result["paired"]:
+        print("\n| A - B (same rows and sets) | mode | metric | difference [95% CI] |")
+        print("| --- | --- | --- | --- |")
+        for p in result["paired"]:
+            print(f"| {p['method_a']} - {p['method_b']} | {p['mode']} | {p['metric']} | {p['diff']:+.3f} "
+                  f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] |")
+    print(f"\ntimings (s): {result['timings']}")
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from llara.evaluate.seqrec_ranker import seqrec_predictions
+
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = build_data(out, a)
+    sas = build_sasrec(out, data, a)
+    timings["data_and_sasrec"] = round(time.perf_counter() - t, 1)
+    if a.tiny:
+        from llara.llm.data import load_titles
+        from llara.llm.testing import make_tiny_llama
+
+        base = out / "tiny_llama"
+        if not (base / "config.json").is_file():
+            make_tiny_llama(base, load_titles(data / "items.parquet"), hidden=a.tiny)
+    else:
+        base = a.base
+    preds, metrics = {}, {}
+    sp = out / "sasrec_ranker"
+    if not (sp / "predictions.parquet").is_file():
+        seqrec_predictions(sas / "model.safetensors", data / "items.parquet", {"test": data / "test.parquet"},
+                           sp / "predictions.parquet", sp / "metrics.json", seed=a.seed)
+    preds["SASRec"] = pq.read_table(sp / "predictions.parquet")
+    metrics["SASRec"] = json.loads((sp / "metrics.json").read_text())
+    for v in a.variants:
+        t = time.perf_counter()
+        tune(out, data, sas, base, v, a)
+        timings[f"{v}_tune"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        p = evaluate(out, data, sas, base, v, a)
+        timings[f"{v}_evaluate"] = round(time.perf_counter() - t, 1)
+        preds[v] = pq.read_table(p)
+        metrics[v] = json.loads((p.parent / "metrics.json").read_text())
+    result = summarise(out, preds, metrics, a, timings)
+    print_table(result)
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "learnability")
+    ap.add_argument("--base", type=Path, default=REPO / "resources" / "llm" / "smollm2-135m-instruct",
+                    help="base LLM folder (snakemake resources/llm/smollm2-135m-instruct builds it)")
+    ap.add_argument("--tiny", type=int, default=0, metavar="HIDDEN",
+                    help="use a tiny random Llama of this hidden size instead of --base (tests)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--modes", nargs="+", default=["rank", "generate"], choices=["rank", "generate"])
+    ap.add_argument("--items", type=int, default=400)
+    ap.add_argument("--train-rows", type=int, default=20000, help="rows SASRec trains on")
+    ap.add_argument("--eval-rows", type=int, default=100)
+    ap.add_argument("--history", type=int, default=3)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--sets", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=1024, help="tuning samples the LLM sees per epoch")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--micro", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=7e-4)
+    ap.add_argument("--seqrec-epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO / "src"))
+    run(parser().parse_args())

@@ -1,0 +1,72 @@
+"""The prepared GPU check (benchmarks/gpu/check.py), rehearsed on the CPU at toy scale: the same probe
+(DeepSpeed ZeRO-2 through the tune stage's engine and step), the same LastFM stage (tune CLI,
+evaluation API, paired comparisons), the wheel's two-part journey."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+
+from check import FoldedEncoder, assemble, sha256, split_file  # noqa: E402
+
+
+def test_parts_join_to_the_pinned_file(tmp_path):
+    blob = tmp_path / "model.whl"
+    blob.write_bytes(os.urandom(10_001))
+    parts = split_file(blob, [tmp_path / "a", tmp_path / "b"])
+    assert [p["size"] for p in parts] == [5001, 5000]
+    manifest = {"file": blob.name, "sha256": sha256(blob), "parts": parts}
+    out = assemble(manifest, [tmp_path / "a", tmp_path / "b"], tmp_path / "joined")
+    assert out.read_bytes() == blob.read_bytes()
+    with pytest.raises(FileNotFoundError, match="not kept warm"):
+        assemble(manifest, [tmp_path / "b"], tmp_path / "again")
+    (tmp_path / "a" / parts[0]["name"]).write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        assemble(manifest, [tmp_path / "a", tmp_path / "b"], tmp_path / "again")
+
+
+def test_folded_encoder_keeps_special_ids_and_lengths():
+    import torch
+
+    class Enc:
+        special_ids = [100, 101, 102, 103]
+
+        def training_batch(self, samples):
+            ids = torch.tensor([[5, 70, 101, 99, 102]])
+            return {"input_ids": ids, "labels": torch.tensor([[-100, -100, -100, 99, 70]])}
+
+    b = FoldedEncoder(Enc(), vocab=64).training_batch([])
+    assert b["input_ids"].tolist() == [[5, 6, 101, 35, 102]]
+    assert b["labels"].tolist() == [[-100, -100, -100, 35, 6]]
+
+
+@pytest.mark.slow
+def test_smoke_rehearsal(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OUT"):
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "check.py"), "smoke", "--out",
+                           str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert [(s["micro"], s["grad_ckpt"]) for s in probe["settings"]] == [(2, True), (2, False)]
+    for s in probe["settings"]:
+        assert "error" not in s, s
+        assert s["tokens_per_s"] > 0 and s["peak_reserved_gib"] > 0 and len(s["loss"]) == 2
+        assert s["zero_stage"] == 2 and s["tokens_per_sample"] > 20  # real LLaRA prompts, not stubs
+    res = json.loads((tmp_path / "lastfm.json").read_text())
+    assert set(res["metrics"]) == {"SASRec", "LLaRA", "zero-shot"}
+    assert {"generate", "rank"} <= set(res["metrics"]["LLaRA"])
+    assert len(res["metrics"]["LLaRA"]["rank"]["per_set"]) == 2  # every requested candidate set
+    assert len(res["paired"]) == 5
+    for p in res["paired"]:
+        assert p["sets"] == [0, 1] and p["ci"][0] <= p["diff"] <= p["ci"][1]
+    assert "| LLaRA (rank) - SASRec (rank) | hr@1 |" in proc.stdout  # the printed table
