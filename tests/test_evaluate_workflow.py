@@ -76,7 +76,7 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
            "report": {"datasets": ["lastfm"], "baselines": ["sasrec"], "llara": ["sasrec"]}}
     cfg_file = tmp_path / "override.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    allowed = ["--allowed-rules", "evaluate", "evaluate_zeroshot", "evaluate_seqrec", "report"]
+    allowed = ["--allowed-rules", "prompts", "evaluate", "evaluate_zeroshot", "evaluate_seqrec", "report"]
     args = ["--configfile", str(REPO / "config" / "config.yaml"), str(cfg_file), *allowed]
     # targets before the nargs options (run_snakemake appends its targets after them)
     run_snakemake(wd, [], "results/report/table.md", "results/lastfm/sasrec/metrics.json", *args)

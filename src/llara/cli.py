@@ -48,11 +48,14 @@ def _download(a: argparse.Namespace) -> None:
 
 def _preprocess(a: argparse.Namespace) -> None:
     from llara.data.preprocess import DataConfig, preprocess
-    from llara.settings import check_settings
+    from llara.settings import ConfigError, check_settings
 
     checked = check_settings({"data": a.data, "seed": a.seed, "download": {"extra_sha256": a.extra_sha256}})
     out = {s: Path(a.out) / f"{s}.parquet" for s in ("items", "train", "valid", "test")}
-    counts = preprocess(a.dataset, a.source, a.raw, out, DataConfig.from_dict(checked["data"]), seed=a.seed,
+    source = a.dataset_config or a.source
+    if a.raw is None and (source if isinstance(source, str) else source.get("source")) != "interactions":
+        raise ConfigError("", "--raw is required for a built-in dataset (the folder `llara download` wrote)")
+    counts = preprocess(a.dataset, source, a.raw, out, DataConfig.from_dict(checked["data"]), seed=a.seed,
                         extra_sha256=a.extra_sha256)
     print(json.dumps(counts))
 
@@ -73,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_download)
 
     pp = sub.add_parser("preprocess", help="raw files -> items/train/valid/test.parquet")
-    pp.add_argument("dataset", choices=["lastfm", "movielens", "steam"])
+    pp.add_argument("dataset", help="lastfm, movielens, steam, or the name of your own dataset")
     pp.add_argument("--source", default="llara", choices=["llara", "raw"])
-    pp.add_argument("--raw", required=True, help="folder written by `llara download`")
+    pp.add_argument("--raw", help="folder written by `llara download` (built-in datasets)")
+    pp.add_argument("--dataset-config", type=_json_arg, default=None,
+                    help="JSON (or @file) of the config entry datasets.<name>; your own data: "
+                         '{"source": "interactions", "interactions": ..., "items": ...} (docs/own-data.md)')
     pp.add_argument("--out", required=True, help="output folder for the four Parquet files")
     pp.add_argument("--data", type=_json_arg, default={}, help="JSON of the config's data: section (or @file)")
     pp.add_argument("--seed", type=int, default=42)

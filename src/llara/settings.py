@@ -210,6 +210,9 @@ def _cross_checks(config: Mapping[str, Any]) -> None:
                 raise ConfigError("report.ablations", f"{name!r} is not an ablation; tune.variants has {sorted(variants)}")
     datasets = config.get("datasets")
     if datasets is not None:
+        from llara.data.datasets import check_datasets
+
+        check_datasets(datasets)  # which names are built-in, which keys each source takes
         for name in (config.get("report") or {}).get("datasets") or []:
             if name not in datasets:
                 raise ConfigError("report.datasets", f"{name!r} is not configured; datasets has {sorted(datasets)}")

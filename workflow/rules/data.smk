@@ -1,4 +1,6 @@
 # Data stage: download (mirror or official URLs, sha256-pinned) -> Parquet splits with stored candidates.
+# A `source: interactions` dataset has no download: rule preprocess reads the user's two files where the
+# config says (read only; llara.data.datasets, docs/own-data.md).
 
 
 rule download:
@@ -22,17 +24,18 @@ rule download:
 
 rule preprocess:
     input:
-        raw=lambda w: f"resources/raw/{w.dataset}/{dataset_source(w.dataset)}",
+        unpack(lambda w: dsets.preprocess_inputs(w.dataset, dataset_entry(w.dataset))),
     output:
         item_table="results/{dataset}/data/items.parquet",
         train="results/{dataset}/data/train.parquet",
         valid="results/{dataset}/data/valid.parquet",
         test="results/{dataset}/data/test.parquet",
     params:
-        source=lambda w: dataset_source(w.dataset),
+        # built-in: the source name; interactions: the file layout (not the prompt wording)
+        source=lambda w: dsets.data_slice(w.dataset, dataset_entry(w.dataset)),
         data=config["data"],
         seed=config["seed"],
-        extra_sha256=lambda w: source_pins(w.dataset, dataset_source(w.dataset)),
+        extra_sha256=lambda w: preprocess_pins(w.dataset),
     log:
         "logs/preprocess/{dataset}.log",
     conda:

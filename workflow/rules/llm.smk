@@ -24,6 +24,27 @@ rule base_llm:
         "../scripts/llm_base.py"
 
 
+localrules:
+    prompts,  # writes one small YAML file: no cluster job for it
+
+
+rule prompts:
+    # the dataset's prompt templates: the templates file (llm.templates or the packaged one) resolved with
+    # config datasets.<dataset>.domain; strings copied unchanged (the built-in datasets keep the authors' prompts)
+    input:
+        templates=lambda w: llmwf.templates_path(config),
+    output:
+        "results/{dataset}/prompts.yaml",
+    params:
+        domain=lambda w: llmwf.prompt_domain(config, w.dataset),
+    log:
+        "logs/prompts/{dataset}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/llm_prompts.py"
+
+
 rule tune:
     input:
         unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, repo=workflow.basedir,

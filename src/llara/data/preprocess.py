@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -13,6 +15,8 @@ import pyarrow as pa
 
 from llara.data import parse
 from llara.data.candidates import sample_candidate_sets
+from llara.data.datasets import USER_SOURCE, check_dataset, user_files
+from llara.data.interactions import read_interactions, read_items, title_overlaps
 from llara.data.safe_pickle import load_llara_split
 from llara.data.schema import EVAL, ITEMS, TRAIN
 from llara.data.sources import LLARA_PADDING_ID, files_for
@@ -50,11 +54,12 @@ class DataConfig:
 Rows = tuple[list[int], list[list[int]], list[int]]  # user ids, histories, targets
 
 
-def leave_users_out(inter: pl.DataFrame, cfg: DataConfig, seed: int) -> dict[str, Rows]:
+def leave_users_out(inter: pl.DataFrame, cfg: DataConfig, seed: int, name: str = "interactions") -> dict[str, Rows]:
     """LLaRA's recipe: per-user sequences sorted by (time, item); users split by a seeded shuffle.
 
     Train = every prefix of the train users' sequences (history = last ``max_history`` items, at
     least ``min_history``); valid/test = the last item of each held-out user with its preceding items.
+    Raises MalformedInputError naming ``name`` when a split would be empty (a log too small for the split).
     """
     seqs = (inter.unique(["user", "item"], keep="first", maintain_order=True)
             .sort("user", "time", "item").group_by("user", maintain_order=True).agg("item"))
@@ -77,6 +82,15 @@ def leave_users_out(inter: pl.DataFrame, cfg: DataConfig, seed: int) -> dict[str
                 hists.append(seq[max(0, t - cfg.max_history):t])
                 tgts.append(seq[t])
         out[split] = (uids, hists, tgts)
+    empty = [split for split in parts if not out[split][0]]
+    if empty:
+        long_enough = sum(len(s) > cfg.min_history for s in items)
+        per_split = ", ".join(f"{s} {len(parts[s])}" for s in parts)
+        raise parse.MalformedInputError(
+            f"{name}: the log is too small for the split: {len(users)} users, {long_enough} of them with more than "
+            f"data.min_history={cfg.min_history} distinct items; data.split {list(cfg.split)} gives {per_split} users, "
+            f"so the {' and '.join(empty)} split(s) would have no row (each held-out user gives one row when they have "
+            f"more than min_history items); add users or lower data.min_history")
     return out
 
 
@@ -115,47 +129,80 @@ def _table(split: str, rows: Rows, n_items: int, cfg: DataConfig, seed: int, nam
     cols = {"user_id": uids, "history": hists, "target": tgts}
     if split == "train":
         return pa.table(cols, schema=TRAIN)
-    sets = sample_candidate_sets(hists, tgts, n_items, cfg.n_candidates, cfg.candidate_sets, _split_seed(seed, split))
+    try:
+        sets = sample_candidate_sets(hists, tgts, n_items, cfg.n_candidates, cfg.candidate_sets, _split_seed(seed, split))
+    except ValueError as e:
+        raise ValueError(f"{name}, {split} split: {e}; the item table has {n_items} items, too few for "
+                         f"data.n_candidates={cfg.n_candidates} with histories of up to {cfg.max_history} items: "
+                         f"lower data.n_candidates or add items") from None
     return pa.table(cols | {"candidates": [s[0] for s in sets], "candidate_sets": sets}, schema=EVAL)
 
 
-def build_items_and_rows(dataset: str, source: str, raw_dir: Path, cfg: DataConfig, seed: int,
-                         extra_sha256: dict[str, str] | None = None) -> tuple[pl.DataFrame, dict[str, Rows]]:
-    """Parse the raw files of (dataset, source) into the item table and per-split rows."""
-    raw_dir = Path(raw_dir)
-    files = {f.relpath: f for f in files_for(dataset, source)}
+def build_items_and_rows(dataset: str, source: str | Mapping[str, Any], raw_dir: Path | None, cfg: DataConfig,
+                         seed: int, extra_sha256: dict[str, str] | None = None) -> tuple[pl.DataFrame, dict[str, Rows]]:
+    """Parse a dataset's files into the item table and per-split rows.
+
+    ``source``: ``llara`` or ``raw`` for a built-in dataset (files under ``raw_dir``), or the dataset's
+    whole config entry ``datasets.<name>`` (required for ``source: interactions``, whose files are read
+    where the entry says; ``raw_dir`` is then unused).
+    """
+    entry = source if isinstance(source, Mapping) else {"source": source}
+    source = check_dataset(dataset, entry, need_domain=False)
     if source == "llara":
-        if dataset == "movielens":
-            items = parse.movielens_items(raw_dir / "ml-100k.zip")
-        else:
-            items = parse.llara_id2name(raw_dir / f"llara/{dataset}/id2name.txt")
-        pad = LLARA_PADDING_ID[dataset]
-        if items.height != pad:
-            raise parse.MalformedInputError(f"{raw_dir}: {items.height} items, expected {pad} (LLaRA's padding id)")
-        rows = {}
-        for split, fname in zip(SPLITS, ("train_data.df", "Val_data.df", "Test_data.df")):
-            rel = f"llara/{dataset}/{fname}"
-            pin = _pin(files[rel], extra_sha256 or {})
-            rows[split] = llara_rows(raw_dir / rel, pin, pad, items.height, cfg)
-        return items, rows
+        return _llara_split(dataset, Path(raw_dir), cfg, extra_sha256 or {})
+    if source == USER_SOURCE:
+        files = user_files(dataset, entry)
+        items = read_items(files)
+        title_overlaps(items["title"].to_list(), str(files.items))
+        inter = read_interactions(files, items, cfg.unknown_ids)
+        return items, leave_users_out(inter, cfg, seed, str(files.interactions))
+    items, inter, name = _RAW_READERS[dataset](Path(raw_dir))
+    title_overlaps(items["title"].to_list(), name)
+    inter = parse.check_known(inter, name, cfg.unknown_ids)
+    return items, leave_users_out(inter, cfg, seed, name)
+
+
+def _llara_split(dataset: str, raw_dir: Path, cfg: DataConfig, extra_sha256: dict[str, str]) -> tuple[pl.DataFrame, dict[str, Rows]]:
+    """LLaRA's released split: its item list and its three pickled splits (sha256-pinned)."""
+    files = {f.relpath: f for f in files_for(dataset, "llara")}
     if dataset == "movielens":
-        zp = raw_dir / "ml-100k.zip"
-        items = parse.movielens_items(zp)
-        inter = parse.movielens_interactions(zp)
-        known = set(items["item_id"].to_list())
-        inter = inter.with_columns(pl.when(pl.col("item").is_in(known)).then(pl.col("item")).alias("item"),
-                                   (pl.col("item") + 1).alias("artist"))
-        inter = parse.check_known(inter, f"{zp}:ml-100k/u.data", cfg.unknown_ids)
-    elif dataset == "lastfm":
-        zp = raw_dir / "hetrec2011-lastfm-2k.zip"
-        items, inter = parse.hetrec_lastfm(zp)
-        inter = parse.check_known(inter, f"{zp}:user_taggedartists-timestamps.dat", cfg.unknown_ids)
-    elif dataset == "steam":
-        items, inter = parse.steam_raw(raw_dir / "steam_reviews.json.gz", raw_dir / "steam_games.json.gz")
-        inter = parse.check_known(inter, str(raw_dir / "steam_reviews.json.gz"), cfg.unknown_ids)
+        items = parse.movielens_items(raw_dir / "ml-100k.zip")
     else:
-        raise ValueError(f"unknown dataset {dataset!r}")
-    return items, leave_users_out(inter, cfg, seed)
+        items = parse.llara_id2name(raw_dir / f"llara/{dataset}/id2name.txt")
+    pad = LLARA_PADDING_ID[dataset]
+    if items.height != pad:
+        raise parse.MalformedInputError(f"{raw_dir}: {items.height} items, expected {pad} (LLaRA's padding id)")
+    title_overlaps(items["title"].to_list(), f"{dataset}/llara items")
+    rows = {}
+    for split, fname in zip(SPLITS, ("train_data.df", "Val_data.df", "Test_data.df")):
+        rel = f"llara/{dataset}/{fname}"
+        rows[split] = llara_rows(raw_dir / rel, _pin(files[rel], extra_sha256), pad, items.height, cfg)
+    return items, rows
+
+
+def _movielens_raw(raw_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    zp = raw_dir / "ml-100k.zip"
+    items = parse.movielens_items(zp)
+    inter = parse.movielens_interactions(zp)
+    known = set(items["item_id"].to_list())
+    inter = inter.with_columns(pl.when(pl.col("item").is_in(known)).then(pl.col("item")).alias("item"),
+                               (pl.col("item") + 1).alias("artist"))
+    return items, inter, f"{zp}:ml-100k/u.data"
+
+
+def _lastfm_raw(raw_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    zp = raw_dir / "hetrec2011-lastfm-2k.zip"
+    items, inter = parse.hetrec_lastfm(zp)
+    return items, inter, f"{zp}:user_taggedartists-timestamps.dat"
+
+
+def _steam_raw(raw_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    items, inter = parse.steam_raw(raw_dir / "steam_reviews.json.gz", raw_dir / "steam_games.json.gz")
+    return items, inter, str(raw_dir / "steam_reviews.json.gz")
+
+
+# source raw of each built-in dataset: (items, interactions, name for messages); then the shared recipe
+_RAW_READERS = {"movielens": _movielens_raw, "lastfm": _lastfm_raw, "steam": _steam_raw}
 
 
 def _pin(f, extra_sha256: dict[str, str]) -> str:
@@ -166,18 +213,23 @@ def _pin(f, extra_sha256: dict[str, str]) -> str:
     return pin
 
 
-def preprocess(dataset: str, source: str, raw_dir: str | Path, out: dict[str, str | Path], cfg: DataConfig | dict,
-               seed: int = 42, extra_sha256: dict[str, str] | None = None) -> dict[str, int]:
-    """Write items/train/valid/test Parquet files (paths in ``out``) and return their row counts."""
+def preprocess(dataset: str, source: str | Mapping[str, Any], raw_dir: str | Path | None, out: dict[str, str | Path],
+               cfg: DataConfig | dict, seed: int = 42, extra_sha256: dict[str, str] | None = None) -> dict[str, int]:
+    """Write items/train/valid/test Parquet files (paths in ``out``) and return their row counts.
+
+    ``source``: ``llara`` / ``raw`` (built-in datasets, files in ``raw_dir``) or the dataset's config entry
+    ``datasets.<name>`` (any source; required for ``source: interactions``).
+    """
     cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.from_dict(cfg)
     for path in out.values():  # refuse before any work: never replace a file this stage did not write
         check_replaceable(path, STAGE)
-    items, rows = build_items_and_rows(dataset, source, Path(raw_dir), cfg, seed, extra_sha256)
+    items, rows = build_items_and_rows(dataset, source, None if raw_dir is None else Path(raw_dir), cfg, seed, extra_sha256)
+    label = f"{dataset}/{source['source'] if isinstance(source, Mapping) else source}"
     n_items = items.height
-    tables = {split: _table(split, rows[split], n_items, cfg, seed, f"{dataset}/{source}") for split in SPLITS}
+    tables = {split: _table(split, rows[split], n_items, cfg, seed, label) for split in SPLITS}
     write_parquet(items.select(ITEMS.names).to_arrow(), out["items"], ITEMS, stage=STAGE)
     for split, table in tables.items():
         write_parquet(table, out[split], table.schema, stage=STAGE)
     counts = {"items": n_items} | {s: t.num_rows for s, t in tables.items()}
-    log.info("%s/%s: %s", dataset, source, counts)
+    log.info("%s: %s", label, counts)
     return counts

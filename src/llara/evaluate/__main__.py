@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("base_dir", type=Path, help="Hugging Face folder of the base LLM (resources/llm/NAME)")
     p.add_argument("data_dir", type=Path, help="folder with items.parquet and the eval splits")
     p.add_argument("out_dir", type=Path, help="folder for predictions.parquet and metrics.json")
-    p.add_argument("--dataset", required=True, choices=["lastfm", "movielens", "steam"])
+    p.add_argument("--dataset", required=True, help="dataset name (lastfm, movielens, steam or your own)")
+    p.add_argument("--templates", type=Path, default=None,
+                   help="prompt templates file (the dataset's results/{dataset}/prompts.yaml); default: the packaged "
+                        "templates for a built-in dataset, the tuned model's stored templates")
     p.add_argument("--method", default=None, help="llara | zeroshot | ablation (default: from --adapter)")
     p.add_argument("--seqrec", default=None)
     p.add_argument("--variant", default=None)
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                            dataset=a.dataset, method=a.method or ("llara" if tuned else "zeroshot"), seqrec=a.seqrec,
                            variant=a.variant, adapter_dir=a.adapter, projector_path=a.projector,
                            item_embeddings_path=a.item_embeddings, seed=a.seed, threads=a.threads,
-                           train_seed=a.train_seed if tuned else None)
+                           templates_path=a.templates, train_seed=a.train_seed if tuned else None)
 
 
 if __name__ == "__main__":

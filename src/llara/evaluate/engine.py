@@ -38,7 +38,7 @@ class LlaraEngine:
     @classmethod
     def load(cls, base_dir: str | Path, items_path: str | Path, item_embeddings_path: str | Path | None = None,
              adapter_dir: str | Path | None = None, projector_path: str | Path | None = None, dataset: str = "lastfm",
-             dtype: str = "float32", **settings: Any) -> LlaraEngine:
+             dtype: str = "float32", templates_path: str | Path | None = None, **settings: Any) -> LlaraEngine:
         """Load through ``llara.llm.inference.load_llara``; ``settings`` are this class's decoding fields."""
         from llara.llm import inference
 
@@ -48,7 +48,8 @@ class LlaraEngine:
             if p is not None and not Path(p).exists():
                 raise FileNotFoundError(f"{name} {p} does not exist")
         model = inference.load_llara(base_dir, items_path, item_embeddings_path=item_embeddings_path,
-                                     adapter_dir=adapter_dir, projector_path=projector_path, dataset=dataset, dtype=dtype)
+                                     adapter_dir=adapter_dir, projector_path=projector_path, dataset=dataset, dtype=dtype,
+                                     templates_path=templates_path)
         device = str(getattr(model, "device", None) or _model_device(model))
         return cls(model=model, device=device, **settings)
 

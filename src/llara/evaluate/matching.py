@@ -22,28 +22,14 @@ with the same normalised title can never be told apart, so an output naming that
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-_TRANSLATE = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2212": "-",
-    "\u00a0": " ",
-})
-_SPACE = re.compile(r"\s+")
+from llara.text import normalize_title
 
 RULE_NAME = "llara-substring/v1"  # bump when the rule changes; stored in every metrics.json
-
-
-def normalize_title(text: str) -> str:
-    """Normalise a title or an output for matching: NFKC, case-fold, ASCII quotes/dashes, one space."""
-    text = unicodedata.normalize("NFKC", text).translate(_TRANSLATE).casefold()
-    return _SPACE.sub(" ", text).strip()
 
 
 def first_line(text: str) -> str:

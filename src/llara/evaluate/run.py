@@ -246,8 +246,11 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
                  rank_batch_size: int = 4, max_new_tokens: int = 32, dtype: str = "float32",
                  first_line_only: bool = True, seed: int = 0, n_resamples: int = 1000, alpha: float = 0.05,
                  config: dict[str, Any] | None = None, threads: int | None = None, progress: bool = True,
-                 train_seed: int | None = None) -> dict:
+                 templates_path: str | Path | None = None, train_seed: int | None = None) -> dict:
     """Load a tuned LLaRA model (or the zero-shot base model when ``adapter_dir`` is None) and evaluate it.
+
+    ``templates_path``: the prompt templates file (the dataset's ``results/{dataset}/prompts.yaml``); a tuned
+    model uses the templates stored at training time when it is None.
 
     Raises FileNotFoundError naming the missing artefact when the requested dataset/backbone has no
     tuned model (adapter folder or projector file absent).
@@ -268,7 +271,7 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
     if not Path(base_dir).is_dir():
         raise FileNotFoundError(f"base model folder {base_dir} does not exist (rule base_llm builds it)")
     engine = LlaraEngine.load(base_dir, items_path, item_embeddings_path=item_embeddings_path, adapter_dir=adapter_dir,
-                              projector_path=projector_path, dataset=dataset, dtype=dtype,
+                              projector_path=projector_path, dataset=dataset, dtype=dtype, templates_path=templates_path,
                               representation=representation, batch_size=batch_size, rank_batch_size=rank_batch_size,
                               max_new_tokens=max_new_tokens)
     meta = {"method": method, "dataset": dataset, "seqrec": seqrec, "variant": variant,
@@ -278,6 +281,8 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
         inputs["projector"] = projector_path
     if item_embeddings_path is not None:
         inputs["item_embeddings"] = item_embeddings_path
+    if templates_path is not None:
+        inputs["templates"] = templates_path
     if adapter_dir is not None:
         inputs.update({f"adapter/{f.name}": f for f in sorted(Path(adapter_dir).iterdir()) if f.is_file()})
     # the base model's config and tokenizer files (its weights are identified by the base_llm rule's
@@ -305,7 +310,7 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
                            variant: str | None = None, adapter_dir: str | Path | None = None,
                            projector_path: str | Path | None = None, item_embeddings_path: str | Path | None = None,
                            seed: int = 0, threads: int | None = None, progress: bool = True,
-                           train_seed: int | None = None) -> dict:
+                           templates_path: str | Path | None = None, train_seed: int | None = None) -> dict:
     """:func:`evaluate_llm` driven by one method's resolved ``evaluate`` config slice (the rules' params).
 
     ``settings`` keys: splits, modes, k, max_rows, batch_size, rank_batch_size, max_new_tokens, dtype,
@@ -334,4 +339,4 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
                         rank_batch_size=s["rank_batch_size"], max_new_tokens=s["max_new_tokens"], dtype=s["dtype"],
                         first_line_only=s["first_line_only"], seed=seed, n_resamples=s["bootstrap"]["n_resamples"],
                         alpha=s["bootstrap"]["alpha"], config=s, threads=threads, progress=progress,
-                        train_seed=train_seed)
+                        templates_path=templates_path, train_seed=train_seed)

@@ -59,7 +59,9 @@ def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | N
     check_dataset(config, dataset)
     d = {"base": f"resources/llm/{llm_name(config)}", "item_table": f"results/{dataset}/data/items.parquet"}
     d.update({f"split_{s}": f"results/{dataset}/data/{s}.parquet" for s in config["evaluate"]["splits"]})
-    if kind != "zeroshot":
+    if kind == "zeroshot":  # a tuned model evaluates with the templates stored in its projector file
+        d["templates"] = f"results/{dataset}/prompts.yaml"
+    else:
         if seqrec not in SEQREC:
             raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
         root = train_root(config, dataset, seqrec, seed)

@@ -57,28 +57,134 @@ def validate_template(template: str, where: str) -> None:
                          f"allowed: {sorted(REQUIRED_FIELDS | OPTIONAL_FIELDS)}")
 
 
-def load_templates(dataset: str, path: str | os.PathLike | None = None) -> list[str]:
-    """The list of templates for ``dataset`` from the YAML file (packaged default when ``path`` is None)."""
+DOMAIN_FIELDS = ("noun", "verb", "past")  # the wording of a dataset's domain, in the generic templates
+_IRREGULAR_PAST = {  # common irregular verbs a recommendation domain may use; anything else: set domain.past
+    "read": "read", "buy": "bought", "see": "seen", "hear": "heard", "eat": "eaten", "drink": "drunk",
+    "wear": "worn", "take": "taken", "choose": "chosen", "do": "done", "get": "got", "give": "given",
+    "go": "gone", "keep": "kept", "make": "made", "put": "put", "ride": "ridden", "sing": "sung",
+    "win": "won", "write": "written", "find": "found", "fly": "flown", "bring": "brought", "sell": "sold",
+    "drive": "driven", "leave": "left", "meet": "met", "pay": "paid", "spend": "spent", "rent": "rented",
+    "stop": "stopped", "shop": "shopped", "plan": "planned", "begin": "begun", "run": "run", "swim": "swum",
+}
+
+
+def past_participle(verb: str) -> str:
+    """``listen to`` -> ``listened to``, ``watch`` -> ``watched``, ``read`` -> ``read`` (only the first word inflects)."""
+    first, _, rest = verb.strip().partition(" ")
+    low = first.lower()
+    if low in _IRREGULAR_PAST:
+        word = _IRREGULAR_PAST[low]
+    elif low.endswith("e"):
+        word = first + "d"
+    elif len(low) > 1 and low.endswith("y") and low[-2] not in "aeiou":
+        word = first[:-1] + "ied"
+    else:
+        word = first + "ed"
+    return f"{word} {rest}".strip()
+
+
+def domain_words(domain: dict[str, Any], where: str) -> dict[str, str]:
+    """Check a ``{noun, verb[, past]}`` mapping (config ``where``) and fill in ``past``."""
+    if not isinstance(domain, dict):
+        raise ValueError(f"{where}: expected a mapping {{noun: ..., verb: ...}} or a domain name, found {domain!r}")
+    unknown = set(domain) - set(DOMAIN_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {list(DOMAIN_FIELDS)}")
+    words = {}
+    for key in DOMAIN_FIELDS:
+        value = domain.get(key)
+        if value is None and key == "past" and isinstance(domain.get("verb"), str):
+            value = past_participle(domain["verb"])
+        if not isinstance(value, str) or not value.strip() or any(c in value for c in "{}\n\r"):
+            raise ValueError(f"{where}.{key}: expected a word or short phrase (no braces, one line), found {value!r}")
+        words[key] = " ".join(value.split())
+    return words
+
+
+class _KeepRuntimeFields(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _read_templates_file(path: Path) -> dict[str, Any]:
     import yaml
 
-    path = Path(path) if path else default_templates_path()
     if not path.is_file():
         raise FileNotFoundError(f"llm.templates: templates file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "domains" not in data:
         raise ValueError(f"{path}: expected a mapping with keys 'datasets' and 'domains'")
-    domain = (data.get("datasets") or {}).get(dataset, dataset)
-    templates = (data["domains"] or {}).get(domain)
+    return data
+
+
+def _checked(templates: Any, where: str) -> list[str]:
     if not templates or not isinstance(templates, list):
-        raise ValueError(f"{path}: no templates for dataset {dataset!r} (domain {domain!r}); "
-                         f"domains: {sorted(data['domains'])}")
+        raise ValueError(f"{where}: expected a non-empty list of templates")
     for i, t in enumerate(templates):
         if not isinstance(t, str):
-            raise ValueError(f"{path}: domains.{domain}[{i}] is not a string")
-        validate_template(t, f"{path}: domains.{domain}[{i}]")
+            raise ValueError(f"{where}[{i}] is not a string")
+        validate_template(t, f"{where}[{i}]")
+    return list(templates)
+
+
+def resolve_templates(dataset: str, path: str | os.PathLike | None = None,
+                      domain: str | dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    """A dataset's domain label and its prompt templates.
+
+    ``domain`` (config ``datasets.<name>.domain``): a domain name of the templates file (``movie``), a
+    ``{noun, verb[, past]}`` mapping that fills the file's ``generic`` templates, or None: the file's
+    ``datasets`` map (the built-in datasets: artist, movie, game), else the dataset name itself.
+    """
+    path = Path(path) if path else default_templates_path()
+    data = _read_templates_file(path)
+    domains = data["domains"] or {}
+    if isinstance(domain, dict):
+        words = domain_words(domain, f"config datasets.{dataset}.domain")
+        generic = data.get("generic")
+        if not generic:
+            raise ValueError(f"{path}: no 'generic' templates to fill with config datasets.{dataset}.domain {words}")
+        for i, t in enumerate(generic):
+            if not isinstance(t, str):
+                raise ValueError(f"{path}: generic[{i}] is not a string")
+            fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+            missing = {"noun", "verb"} - fields
+            if missing:
+                raise ValueError(f"{path}: generic[{i}] lacks the domain placeholder(s) {sorted(missing)}: {t!r}")
+        filled = [t.format_map(_KeepRuntimeFields(words)) for t in generic]
+        return words["noun"], _checked(filled, f"{path}: generic filled with {words}")
+    name = domain if isinstance(domain, str) else (data.get("datasets") or {}).get(dataset, dataset)
+    if name not in domains:
+        hint = "" if domain is not None else (f"; set config datasets.{dataset}.domain to one of them or to "
+                                              "{noun: ..., verb: ...}")
+        raise ValueError(f"{path}: no templates for dataset {dataset!r} (domain {name!r}); domains: {sorted(domains)}{hint}")
+    return name, _checked(domains[name], f"{path}: domains.{name}")
+
+
+def load_templates(dataset: str, path: str | os.PathLike | None = None,
+                   domain: str | dict[str, Any] | None = None) -> list[str]:
+    """The list of templates for ``dataset`` (see :func:`resolve_templates`; packaged file when ``path`` is None)."""
+    return resolve_templates(dataset, path, domain)[1]
+
+
+def write_dataset_templates(dataset: str, out: str | os.PathLike, path: str | os.PathLike | None = None,
+                            domain: str | dict[str, Any] | None = None) -> list[str]:
+    """Write the templates of one dataset as a templates file of its own (what tuning and zero-shot
+    evaluation read); returns them. The strings are copied unchanged."""
+    import yaml
+
+    from llara.io import atomic_path
+
+    label, templates = resolve_templates(dataset, path, domain)
+    source = Path(path) if path else default_templates_path()
+    how = "its datasets map" if domain is None else f"config datasets.{dataset}.domain"
+    head = f"# Prompt templates of dataset {dataset} (domain {label!r}) from {source.name} via {how}; written by the pipeline.\n"
+    body = yaml.safe_dump({"datasets": {dataset: label}, "domains": {label: templates}}, sort_keys=False,
+                          allow_unicode=True, width=10 ** 6)
+    with atomic_path(out) as tmp:
+        tmp.write_text(head + body, encoding="utf-8")
     return templates
 
 

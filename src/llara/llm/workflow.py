@@ -30,6 +30,21 @@ def templates_path(config: dict[str, Any]) -> str:
     return rel if not rel.startswith("..") else path
 
 
+def prompts_path(dataset: str) -> str:
+    """The dataset's own templates file (rule prompts): what tuning and zero-shot evaluation read."""
+    return f"results/{dataset}/prompts.yaml"
+
+
+def prompt_domain(config: dict[str, Any], dataset: str) -> str | dict[str, Any] | None:
+    """Config ``datasets.<dataset>.domain``: a domain name, ``{noun, verb[, past]}`` words, or None
+    (the templates file's ``datasets`` map: the built-in datasets' artist / movie / game prompts)."""
+    try:
+        entry = config["datasets"][dataset]
+    except KeyError:
+        raise ValueError(f"config key datasets.{dataset} is missing (configured: {sorted(config.get('datasets', {}))})") from None
+    return entry.get("domain")
+
+
 def base_slice(config: dict[str, Any], name: str) -> dict[str, Any]:
     """config llm without the keys that do not change the base model files (rule base_llm's params)."""
     if name != llm_name(config):
@@ -79,6 +94,6 @@ def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str 
         "item_table": f"results/{dataset}/data/items.parquet",
         "train": f"results/{dataset}/data/train.parquet",
         "embeddings": f"{train_root(config, dataset, seqrec, seed)}/seqrec/item_embeddings.parquet",
-        "templates": templates_path(config),
+        "templates": prompts_path(dataset),
         "deepspeed": tune_settings(config, dataset, variant, repo)["deepspeed_config"],
     }
