@@ -89,3 +89,39 @@ def run_snakemake(workdir: Path, targets: list[str], *args: str, env: dict | Non
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def tiny_pipeline(root: Path, **overrides) -> dict:
+    """A whole-DAG set-up: a fixture mirror (tiny ML-100K-shaped zip, pinned by the config), a tiny random
+    Llama over its titles, and a small config (``overrides`` replace top-level keys) written to
+    ``root/config.yaml``. Returns ``{"root", "mirror", "cfg", "cfg_file"}``."""
+    import zipfile
+
+    import yaml
+
+    from llara.io import sha256_bytes
+    from llara.llm.testing import make_tiny_llama
+    from test_data_parse import write_ml_zip
+
+    mirror = root / "mirror"
+    mirror.mkdir(parents=True)
+    zp = write_ml_zip(mirror / "ml-100k.zip", n_users=30, n_items=40)
+    with zipfile.ZipFile(zp) as zf:
+        pins = {f"ml-100k.zip/{m}": sha256_bytes(zf.read(m)) for m in ("ml-100k/u.data", "ml-100k/u.item")}
+        titles = [line.split("|")[1] for line in zf.read("ml-100k/u.item").decode("latin-1").splitlines()]
+    llm = make_tiny_llama(root / "tiny-llama", titles, vocab_size=320, hidden=32, layers=2)
+    cfg = {
+        "download": {"extra_sha256": pins},
+        "data": {"n_candidates": 10, "candidate_sets": 2},
+        "seqrec": {"sasrec": {"hidden_size": 16, "max_epochs": 2}},
+        "llm": {"name": "tiny", "source": "local", "path": str(llm)},
+        "tune": {"max_train_samples": 16, "micro_batch_size": 4, "effective_batch_size": 8, "checkpoint_every": 1,
+                 "precision": "fp32"},
+        "evaluate": {"max_rows": 3, "max_new_tokens": 4, "bootstrap": {"n_resamples": 50},
+                     "candidate_sets": {"llara": 2, "zeroshot": 1, "ablations": 1}},
+        "report": {"datasets": ["movielens"], "baselines": ["sasrec"], "llara": ["sasrec"], "zeroshot": False},
+        **overrides,
+    }
+    cfg_file = root / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    return {"root": root, "mirror": mirror, "cfg": cfg, "cfg_file": cfg_file}

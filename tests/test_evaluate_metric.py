@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from llara.evaluate.matching import match_output, normalize_title, score_outputs
-from llara.evaluate.metrics import generate_block, rank_block
-from llara.evaluate.ranking import bootstrap_ci
-from llara.evaluate.stats import aggregate_sets, bootstrap_ratio, paired_bootstrap, ratio_stat
+from llara.evaluate.blocks import generate_block, rank_block
+from llara.metrics.bootstrap import aggregate_sets, bootstrap_ci, bootstrap_ratio, paired_bootstrap, ratio_stat
 
 TITLES = {0: "Up", 1: "Up in the Air", 2: "Radiohead", 3: "The Beatles", 4: "Beyoncé", 5: "Don't Look Back"}
 

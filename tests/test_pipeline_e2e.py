@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
-from test_data_parse import write_ml_zip
-
-from llara.io import sha256_bytes
+from conftest import run_snakemake, tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -24,30 +20,7 @@ VOLATILE = re.compile(r"provenance|rows_per_s|wall|time|tokens_per_s|seconds")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A fixture mirror (tiny ML-100K-shaped zip, pinned by config), a tiny random Llama and a config."""
-    from llara.llm.testing import make_tiny_llama
-
-    root = tmp_path_factory.mktemp("e2e")
-    mirror = root / "mirror"
-    mirror.mkdir()
-    zp = write_ml_zip(mirror / "ml-100k.zip", n_users=30, n_items=40)
-    with zipfile.ZipFile(zp) as zf:
-        pins = {f"ml-100k.zip/{m}": sha256_bytes(zf.read(m)) for m in ("ml-100k/u.data", "ml-100k/u.item")}
-        titles = [line.split("|")[1] for line in zf.read("ml-100k/u.item").decode("latin-1").splitlines()]
-    llm = make_tiny_llama(root / "tiny-llama", titles, vocab_size=320, hidden=32, layers=2)
-    cfg = {
-        "download": {"extra_sha256": pins},
-        "data": {"n_candidates": 10, "candidate_sets": 2},
-        "seqrec": {"sasrec": {"hidden_size": 16, "max_epochs": 2}},
-        "llm": {"name": "tiny", "source": "local", "path": str(llm)},
-        "tune": {"max_train_samples": 16, "micro_batch_size": 4, "effective_batch_size": 8, "checkpoint_every": 1,
-                 "precision": "fp32"},
-        "evaluate": {"max_rows": 3, "max_new_tokens": 4, "bootstrap": {"n_resamples": 50},
-                     "candidate_sets": {"llara": 2, "zeroshot": 1, "ablations": 1}},
-        "report": {"datasets": ["movielens"], "baselines": ["sasrec"], "llara": ["sasrec"], "zeroshot": False},
-    }
-    cfg_file = root / "config.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg))
-    return {"root": root, "mirror": mirror, "cfg": cfg, "cfg_file": cfg_file}
+    return tiny_pipeline(tmp_path_factory.mktemp("e2e"))
 
 
 def _run(setup, wd: Path, *args: str):

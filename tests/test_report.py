@@ -65,7 +65,10 @@ def test_report_renders_table_csv_and_pngs(results, tmp_path):
     out = tmp_path / "report"
     res = build_report(results, out, split="test", n_resamples=200, seed=1)
     md = (out / "table.md").read_text()
-    assert "| Method | MovieLens ValidRatio | MovieLens HR@1 | LastFM ValidRatio | LastFM HR@1 |" in md
+    assert ("| Method | MovieLens ValidRatio | MovieLens HR@1 | MovieLens seeds×sets | LastFM ValidRatio | LastFM HR@1 "
+            "| LastFM seeds×sets |") in md
+    assert "| Chance (random candidate) | 1.0000 | 0.1000 | — | 1.0000 | 0.1000 | — |" in md  # 10 candidates
+    assert "10 candidates per row: chance HR@1 0.1000, HR@5 0.5000" in md
     assert "LLaRA(SASRec)" in md and "Zero-shot LLM (paper: Llama2)" in md
     assert "0.4508" in md and "0.2367" in md and "0.4421" in md  # paper values beside ours
     assert "## Paired differences" in md and "LLaRA(SASRec) | Zero-shot LLM | hr@1" in md
@@ -127,3 +130,48 @@ def test_paper_rows():
     assert paper_row_for("ablation", "sasrec", "text_only") == "TALLRec"
     assert PAPER["LLaRA(SASRec)"]["steam"]["hr@1"] == 0.4949
     assert PAPER["Caser"]["lastfm"]["hr@1"] == 0.2186
+
+
+def test_report_over_seeds(tiny_data, tmp_path):
+    """Two training seeds per trained method: mean ± sd, seeds x sets, per-seed table and plot, paired by seed."""
+    root = tmp_path / "results" / "lastfm"
+    entries = []
+    for kind, label, skills, sub in (("llara", "LLaRA(SASRec)", (3, 2), "sasrec"),
+                                     ("ablation", "LLaRA(SASRec) id_only", (1, 2), "sasrec/ablations/id_only")):
+        runs = []
+        for s, skill in zip((42, 43), skills):
+            out = root / sub / "seeds" / str(s)
+            evaluate_engine(_engine(tiny_data, skill), tiny_data / "items.parquet", {"test": tiny_data / "test.parquet"},
+                            out / "predictions.parquet", out / "metrics.json", k=2, seed=1, n_resamples=100,
+                            meta={"method": kind, "dataset": "lastfm"}, progress=False, train_seed=s)
+            _train_log(out / "train_log.csv")
+            runs.append({"seed": s, "predictions": str(out / "predictions.parquet"), "metrics": str(out / "metrics.json"),
+                         "train_log": str(out / "train_log.csv")})
+        entries.append({"dataset": "lastfm", "kind": kind, "label": label, "seqrec": "sasrec",
+                        "variant": "id_only" if kind == "ablation" else None, "metrics": str(root / sub / "metrics.json"),
+                        "runs": runs})
+    zs = root / "zeroshot"
+    evaluate_engine(_engine(tiny_data, 0), tiny_data / "items.parquet", {"test": tiny_data / "test.parquet"},
+                    zs / "predictions.parquet", zs / "metrics.json", k=2, seed=1, n_resamples=100, progress=False)
+    entries.append({"dataset": "lastfm", "kind": "zeroshot", "label": "Zero-shot LLM", "metrics": str(zs / "metrics.json"),
+                    "predictions": str(zs / "predictions.parquet")})
+    out = tmp_path / "report"
+    res = build_report(entries, out, n_resamples=100, seed=1)
+    llara = next(r for r in res["rows"] if r["method"] == "LLaRA(SASRec)")["lastfm"]
+    assert llara["n_seeds"] == 2 and llara["k"] == 2 and llara["seeds"] == [42, 43] and llara["hr1_sd"] > 0
+    md = (out / "table.md").read_text()
+    assert f"{llara['hr1']:.4f} ± {llara['hr1_sd']:.4f} [" in md and "| 2×2 |" in md
+    assert "training seeds [42, 43]" in md and "## Per seed" in md
+    assert "| LLaRA(SASRec) | LastFM | 43 |" in md and "| Zero-shot LLM | LastFM | untrained |" in md
+    paired = {(p["a"], p["b"], p["metric"]): p for p in res["paired"]}
+    abl = paired[("LLaRA(SASRec)", "LLaRA(SASRec) id_only", "strict_hr@1")]  # LLaRA vs the ablation, seed by seed
+    assert abl["seeds"] == [42, 43] and len(abl["per_seed"]) == 2 and abl["diff"] > 0
+    assert paired[("LLaRA(SASRec)", "Zero-shot LLM", "hr@1")]["seeds"] == [42, 43]  # zero-shot meets every seed
+    with open(out / "paired.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["seeds"] for r in rows if r["b"] == "LLaRA(SASRec) id_only"} == {"42 43"}
+    with open(out / "table.csv") as f:
+        by = {r["method"]: r for r in csv.DictReader(f)}
+    assert by["LLaRA(SASRec)"]["lastfm_n_seeds"] == "2" and by["LLaRA(SASRec)"]["lastfm_seeds"] == "42 43"
+    for png in ("hr1_ci.png", "hr1_seeds.png", "training.png"):
+        assert (out / png).read_bytes()[:8] == PNG

@@ -112,8 +112,9 @@ def test_profiles_parse_and_cover_every_rule(tmp_path):
     """No SLURM needed: the slurm profile names every rule, and both profiles list a DAG (dry-run)."""
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["jobs"] >= 1
-    rules = {m for f in (REPO / "workflow/rules").glob("*.smk")
-             for m in re.findall(r"^(?:rule|checkpoint) (\w+):", f.read_text(), flags=re.M)}
+    # plain rules, rules defined under a condition (indented) and `use rule A as B` copies
+    rules = {a or b for f in (REPO / "workflow/rules").glob("*.smk")
+             for a, b in re.findall(r"^\s*(?:rule|checkpoint) (\w+):|^\s*use rule \w+ as (\w+)", f.read_text(), flags=re.M)}
     missing = rules - set(profile["set-resources"])
     assert not missing, f"profiles/slurm/config.yaml: no set-resources for rules {sorted(missing)}"
     for rule, res in profile["set-resources"].items():

@@ -98,6 +98,7 @@ _FORWARD = {
     "base-llm": ("llara.llm.base", "build the base LLM folder (GGUF rebuild, local folder or hub id)"),
     "tune": ("llara.llm.train", "curriculum LoRA + projector tuning under DeepSpeed"),
     "evaluate": ("llara.evaluate.__main__", "generate/rank evaluation on the stored candidates"),
+    "aggregate": ("llara.evaluate.aggregate", "one method's per-seed evaluations over seeds x candidate sets"),
     "report": ("llara.report.__main__", "the paper-style table and plots"),
 }
 

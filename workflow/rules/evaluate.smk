@@ -5,21 +5,35 @@
 # Params carry only the resolved slice of config `evaluate` (+ seed): changing an evaluation key
 # reruns the evaluations and the report, nothing upstream. Config -> inputs/params mapping:
 # llara.evaluate.workflow.
+# Seeds (llara.seeds): with one training seed every file is where it always was. In a seed sweep each
+# trained method is evaluated once per seed in results/{dataset}/{seqrec}/seeds/{seed}/ and the
+# aggregate_* rules write the method-level metrics.json over seeds x candidate sets; the zero-shot
+# model is not trained, so it is evaluated once.
 from llara.evaluate import workflow as evalwf
+
+SWEEP = seedwf.is_sweep(config)
+# one seed's evaluation folder
+RUN = "results/{dataset}/{seqrec}/seeds/{seed}" if SWEEP else "results/{dataset}/{seqrec}"
+RUN_LOG = "_seed{seed}" if SWEEP else ""
 
 
 rule evaluate:
     input:
-        unpack(lambda w: evalwf.eval_inputs(config, "llara", w.dataset, w.seqrec)),
+        unpack(
+            lambda w: evalwf.eval_inputs(
+                config, "llara", w.dataset, w.seqrec, seed=seedwf.wildcard_seed(config, w)
+            )
+        ),
     output:
-        predictions="results/{dataset}/{seqrec}/predictions.parquet",
-        metrics="results/{dataset}/{seqrec}/metrics.json",
+        predictions=f"{RUN}/predictions.parquet",
+        metrics=f"{RUN}/metrics.json",
     params:
         settings=lambda w: evalwf.eval_settings(config, "llara"),
         method="llara",
         seed=config["seed"],
+        train_seed=lambda w: seedwf.wildcard_seed(config, w),
     log:
-        "logs/evaluate/{dataset}_{seqrec}.log",
+        f"logs/evaluate/{{dataset}}_{{seqrec}}{RUN_LOG}.log",
     wildcard_constraints:
         seqrec="|".join(evalwf.SEQREC),
     threads: 2
@@ -39,6 +53,7 @@ rule evaluate_zeroshot:
         settings=lambda w: evalwf.eval_settings(config, "zeroshot"),
         method="zeroshot",
         seed=config["seed"],
+        train_seed=None,
     log:
         "logs/evaluate_zeroshot/{dataset}.log",
     threads: 2
@@ -50,16 +65,21 @@ rule evaluate_zeroshot:
 
 rule evaluate_ablation:
     input:
-        unpack(lambda w: evalwf.eval_inputs(config, "ablation", w.dataset, w.seqrec, w.variant)),
+        unpack(
+            lambda w: evalwf.eval_inputs(
+                config, "ablation", w.dataset, w.seqrec, w.variant, seed=seedwf.wildcard_seed(config, w)
+            )
+        ),
     output:
-        predictions="results/{dataset}/{seqrec}/ablations/{variant}/predictions.parquet",
-        metrics="results/{dataset}/{seqrec}/ablations/{variant}/metrics.json",
+        predictions=f"{RUN}/ablations/{{variant}}/predictions.parquet",
+        metrics=f"{RUN}/ablations/{{variant}}/metrics.json",
     params:
         settings=lambda w: evalwf.eval_settings(config, "ablation", w.variant),
         method="ablation",
         seed=config["seed"],
+        train_seed=lambda w: seedwf.wildcard_seed(config, w),
     log:
-        "logs/evaluate_ablation/{dataset}_{seqrec}_{variant}.log",
+        f"logs/evaluate_ablation/{{dataset}}_{{seqrec}}_{{variant}}{RUN_LOG}.log",
     wildcard_constraints:
         seqrec="|".join(evalwf.SEQREC),
     threads: 2
@@ -71,16 +91,21 @@ rule evaluate_ablation:
 
 rule evaluate_seqrec:
     input:
-        unpack(lambda w: evalwf.seqrec_ranker_inputs(config, w.dataset, w.seqrec)),
+        unpack(
+            lambda w: evalwf.seqrec_ranker_inputs(
+                config, w.dataset, w.seqrec, seed=seedwf.wildcard_seed(config, w)
+            )
+        ),
     output:
-        predictions="results/{dataset}/{seqrec}/seqrec/ranker_predictions.parquet",
-        metrics="results/{dataset}/{seqrec}/seqrec/ranker_metrics.json",
+        predictions=f"{RUN}/seqrec/ranker_predictions.parquet",
+        metrics=f"{RUN}/seqrec/ranker_metrics.json",
     params:
         splits=config["evaluate"]["splits"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["seed"],
+        train_seed=lambda w: seedwf.wildcard_seed(config, w),
     log:
-        "logs/evaluate_seqrec/{dataset}_{seqrec}.log",
+        f"logs/evaluate_seqrec/{{dataset}}_{{seqrec}}{RUN_LOG}.log",
     wildcard_constraints:
         seqrec="|".join(evalwf.SEQREC),
     threads: 1
@@ -88,3 +113,46 @@ rule evaluate_seqrec:
         ENV
     script:
         "../scripts/evaluate_seqrec.py"
+
+
+if SWEEP:
+
+    rule aggregate_seeds:
+        input:
+            unpack(lambda w: evalwf.seed_run_inputs(config, "llara", w.dataset, w.seqrec)),
+        output:
+            metrics="results/{dataset}/{seqrec}/metrics.json",
+        params:
+            runs=lambda w: evalwf.seed_runs(config, "llara", w.dataset, w.seqrec),
+            bootstrap=config["evaluate"]["bootstrap"],
+            seed=config["seed"],
+        log:
+            "logs/aggregate_seeds/{dataset}_{seqrec}.log",
+        wildcard_constraints:
+            seqrec="|".join(evalwf.SEQREC),
+        conda:
+            ENV
+        script:
+            "../scripts/evaluate_aggregate.py"
+
+    use rule aggregate_seeds as aggregate_seeds_ablation with:
+        input:
+            unpack(lambda w: evalwf.seed_run_inputs(config, "ablation", w.dataset, w.seqrec, w.variant)),
+        output:
+            metrics="results/{dataset}/{seqrec}/ablations/{variant}/metrics.json",
+        params:
+            runs=lambda w: evalwf.seed_runs(config, "ablation", w.dataset, w.seqrec, w.variant),
+        log:
+            "logs/aggregate_seeds/{dataset}_{seqrec}_{variant}.log",
+        wildcard_constraints:
+            seqrec="|".join(evalwf.SEQREC),
+
+    use rule aggregate_seeds as aggregate_seeds_seqrec with:
+        input:
+            unpack(lambda w: evalwf.seed_run_inputs(config, "seqrec", w.dataset, w.seqrec)),
+        output:
+            metrics="results/{dataset}/{seqrec}/seqrec/ranker_metrics.json",
+        params:
+            runs=lambda w: evalwf.seed_runs(config, "seqrec", w.dataset, w.seqrec),
+        log:
+            "logs/aggregate_seeds/{dataset}_{seqrec}_seqrec.log",

@@ -2,7 +2,8 @@
 # projector under DeepSpeed ZeRO). The package (llara.llm) holds all logic; the scripts are adapters.
 # Params carry only the resolved config slices a rule needs (llm.* for base_llm; tune.* + seed + the
 # prompt format for tune), so changing an evaluation key reruns nothing here. Config -> inputs/params
-# mapping: llara.llm.workflow.
+# mapping: llara.llm.workflow. Seeds (llara.seeds): a seed sweep tunes every seed but the data seed in
+# results/{dataset}/{seqrec}/seeds/{seed}/ (rules tune_seed, tune_variant_seed), on that seed's backbone.
 # GPUs: the tune job starts one DeepSpeed process per visible GPU (torch.distributed.run), one CPU
 # process (gloo) without GPU; request GPUs per rule in the profile (e.g. set-resources: tune:gpu=4).
 from llara.llm import workflow as llmwf
@@ -46,13 +47,14 @@ rule prompts:
 
 rule tune:
     input:
-        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, repo=workflow.basedir)),
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, repo=workflow.basedir,
+                                           seed=seedwf.legacy_seed(config))),
     output:
         adapter=directory("results/{dataset}/{seqrec}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/llara/train_log.csv",
     params:
-        settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir),
+        settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir, seed=seedwf.legacy_seed(config)),
         ckpt_dir="results/{dataset}/{seqrec}/llara_ckpt",  # kept outside the outputs: resume after a kill
     log:
         "logs/tune/{dataset}_{seqrec}.log",
@@ -67,13 +69,14 @@ rule tune:
 
 rule tune_variant:
     input:
-        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant, workflow.basedir)),
+        unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant, workflow.basedir,
+                                           seedwf.legacy_seed(config))),
     output:
         adapter=directory("results/{dataset}/{seqrec}/ablations/{variant}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/ablations/{variant}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/ablations/{variant}/llara/train_log.csv",
     params:
-        settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir),
+        settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir, seedwf.legacy_seed(config)),
         ckpt_dir="results/{dataset}/{seqrec}/ablations/{variant}/llara_ckpt",
     log:
         "logs/tune/{dataset}_{seqrec}_{variant}.log",
@@ -84,3 +87,32 @@ rule tune_variant:
         ENV
     script:
         "../scripts/llm_tune.py"
+
+
+if seedwf.is_sweep(config):
+
+    use rule tune as tune_seed with:
+        input:
+            unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, repo=workflow.basedir, seed=int(w.seed))),
+        output:
+            adapter=directory("results/{dataset}/{seqrec}/seeds/{seed}/llara/adapter"),
+            projector="results/{dataset}/{seqrec}/seeds/{seed}/llara/projector.safetensors",
+            train_log="results/{dataset}/{seqrec}/seeds/{seed}/llara/train_log.csv",
+        params:
+            settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir, seed=int(w.seed)),
+            ckpt_dir="results/{dataset}/{seqrec}/seeds/{seed}/llara_ckpt",
+        log:
+            "logs/tune/{dataset}_{seqrec}_seed{seed}.log",
+
+    use rule tune_variant as tune_variant_seed with:
+        input:
+            unpack(lambda w: llmwf.tune_inputs(config, w.dataset, w.seqrec, w.variant, workflow.basedir, int(w.seed))),
+        output:
+            adapter=directory("results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/adapter"),
+            projector="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/projector.safetensors",
+            train_log="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/train_log.csv",
+        params:
+            settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir, int(w.seed)),
+            ckpt_dir="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara_ckpt",
+        log:
+            "logs/tune/{dataset}_{seqrec}_{variant}_seed{seed}.log",

@@ -1,7 +1,14 @@
 # Seqrec stage: train SASRec / GRU4Rec / Caser on a dataset's train split, evaluate it as a ranker on the
 # stored candidates, export its item-embedding table for the LLM stage (see docs/interfaces.md).
+# Seeds (config seed / seeds, llara.seeds): one training seed -> the folders below; a seed sweep trains every
+# other seed in results/{dataset}/{seqrec}/seeds/{seed}/seqrec/ (rule seqrec_train_seed).
+from llara import seeds as seedwf
 
 SEQREC_MODELS = ["sasrec", "gru4rec", "caser"]
+
+
+wildcard_constraints:
+    seed="[0-9]+",
 
 
 rule seqrec_train:
@@ -20,7 +27,7 @@ rule seqrec_train:
             **config["seqrec"][w.seqrec],
             **config["seqrec"]["overrides"].get(w.dataset, {}).get(w.seqrec, {}),
         },
-        seed=config["seed"],
+        seed=seedwf.legacy_seed(config),
     log:
         "logs/seqrec/{dataset}_{seqrec}.log",
     wildcard_constraints:
@@ -31,3 +38,16 @@ rule seqrec_train:
         ENV
     script:
         "../scripts/seqrec_train.py"
+
+
+if seedwf.is_sweep(config):
+
+    use rule seqrec_train as seqrec_train_seed with:
+        output:
+            model="results/{dataset}/{seqrec}/seeds/{seed}/seqrec/model.safetensors",
+            embeddings="results/{dataset}/{seqrec}/seeds/{seed}/seqrec/item_embeddings.parquet",
+            metrics="results/{dataset}/{seqrec}/seeds/{seed}/seqrec/metrics.json",
+        params:
+            seed=lambda w: int(w.seed),
+        log:
+            "logs/seqrec/{dataset}_{seqrec}_seed{seed}.log",

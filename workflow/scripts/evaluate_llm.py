@@ -13,5 +13,5 @@ evaluate_from_settings(
     dataset=w.dataset, method=p.method, seqrec=w.get("seqrec"), variant=w.get("variant"),
     adapter_dir=i.get("adapter"), projector_path=i.get("projector"), item_embeddings_path=i.get("item_embeddings"),
     templates_path=i.get("templates"),
-    seed=p.seed, threads=snakemake.threads,  # noqa: F821
+    seed=p.seed, threads=snakemake.threads, train_seed=p.train_seed,  # noqa: F821
 )

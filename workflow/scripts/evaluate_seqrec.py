@@ -11,5 +11,5 @@ seqrec_predictions(
     i.model, i.item_table, {s: i[f"split_{s}"] for s in p.splits}, snakemake.output.predictions,  # noqa: F821
     snakemake.output.metrics, seed=p.seed, n_resamples=p.bootstrap["n_resamples"],  # noqa: F821
     alpha=p.bootstrap["alpha"], meta={"method": "seqrec", "dataset": w.dataset, "seqrec": w.seqrec},
-    threads=snakemake.threads,  # noqa: F821
+    threads=snakemake.threads, train_seed=p.train_seed,  # noqa: F821
 )

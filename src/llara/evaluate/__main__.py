@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--item-embeddings", type=Path, default=None, help="seqrec item_embeddings.parquet")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"evaluation setting (JSON value), keys {sorted(DEFAULTS)}")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
+    p.add_argument("--train-seed", type=int, default=None, help="the seed the tuned model was trained with (recorded)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--log", type=Path, default=None)
     a = p.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                            dataset=a.dataset, method=a.method or ("llara" if tuned else "zeroshot"), seqrec=a.seqrec,
                            variant=a.variant, adapter_dir=a.adapter, projector_path=a.projector,
                            item_embeddings_path=a.item_embeddings, seed=a.seed, threads=a.threads,
-                           templates_path=a.templates)
+                           templates_path=a.templates, train_seed=a.train_seed if tuned else None)
 
 
 if __name__ == "__main__":

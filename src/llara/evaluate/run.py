@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llara.data.schema import EVAL, ITEMS, read_table
+from llara.evaluate.aggregate import aggregate_tables
+from llara.evaluate.blocks import generate_block, rank_block
 from llara.evaluate.engine import Engine, LlaraEngine
 from llara.evaluate.matching import RULE_NAME, score_outputs
-from llara.evaluate.metrics import generate_block, rank_block
-from llara.evaluate.ranking import target_ranks
 from llara.io import check_replaceable, write_json, write_parquet
+from llara.metrics.ranking import target_ranks
 from llara.provenance import provenance
 
 log = logging.getLogger("llara.evaluate")
@@ -192,11 +193,14 @@ def evaluate_engine(engine: Engine, items_path: str | Path, split_paths: dict[st
                     modes: Sequence[str] = MODES, max_rows: int | None = None, first_line_only: bool = True,
                     chunk_rows: int = 32, seed: int = 0, n_resamples: int = 1000, alpha: float = 0.05,
                     meta: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-                    inputs: dict[str, str | Path] | None = None, progress: bool = True) -> dict:
+                    inputs: dict[str, str | Path] | None = None, progress: bool = True,
+                    train_seed: int | None = None) -> dict:
     """Evaluate ``engine`` on each split in ``split_paths`` and write predictions and metrics.
 
     ``meta`` (method, dataset, seqrec, representation...) is stored at the top of metrics.json,
-    ``config`` and ``inputs`` go to the provenance block. Returns the metrics dict.
+    ``config`` and ``inputs`` go to the provenance block; ``train_seed`` is the seed the model was
+    trained with (None: untrained), recorded with the file's one-run ``aggregate`` block
+    (llara.evaluate.aggregate). ``seed`` seeds the bootstraps. Returns the metrics dict.
     """
     t_start = time.perf_counter()
     if k < 1:
@@ -212,7 +216,10 @@ def evaluate_engine(engine: Engine, items_path: str | Path, split_paths: dict[st
         preds.append(p)
         splits[split] = {"n": table.num_rows, **blocks}
         rates[split] = {m: t["rows_per_s"] for m, t in timing.items()}
-    write_parquet(pa.concat_tables(preds), predictions_path, PREDICTIONS)
+    table = pa.concat_tables(preds)
+    write_parquet(table, predictions_path, PREDICTIONS)
+    agg = aggregate_tables({train_seed: table}, list(tables), list(modes), seed=seed, n_resamples=n_resamples,
+                           alpha=alpha)
     all_inputs = {"items": items_path, **{f"{s}_split": p for s, p in split_paths.items()}, **(inputs or {})}
     metrics = {
         **(meta or {}),
@@ -220,6 +227,9 @@ def evaluate_engine(engine: Engine, items_path: str | Path, split_paths: dict[st
         "candidate_sets": k,
         "modes": list(modes),
         "splits": splits,
+        "train_seed": train_seed,
+        "seeds": [train_seed],
+        "aggregate": agg,
         "provenance": provenance(config or {}, all_inputs, seed, device=str(getattr(engine, "device", "cpu")),
                                  wall_time_s=time.perf_counter() - t_start, rows_per_s=rates),
     }
@@ -236,7 +246,7 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
                  rank_batch_size: int = 4, max_new_tokens: int = 32, dtype: str = "float32",
                  first_line_only: bool = True, seed: int = 0, n_resamples: int = 1000, alpha: float = 0.05,
                  config: dict[str, Any] | None = None, threads: int | None = None, progress: bool = True,
-                 templates_path: str | Path | None = None) -> dict:
+                 templates_path: str | Path | None = None, train_seed: int | None = None) -> dict:
     """Load a tuned LLaRA model (or the zero-shot base model when ``adapter_dir`` is None) and evaluate it.
 
     ``templates_path``: the prompt templates file (the dataset's ``results/{dataset}/prompts.yaml``); a tuned
@@ -282,7 +292,7 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
     return evaluate_engine(engine, items_path, split_paths, predictions_path, metrics_path, k=k, modes=modes,
                            max_rows=max_rows, first_line_only=first_line_only, chunk_rows=max(batch_size, rank_batch_size) * 4,
                            seed=seed, n_resamples=n_resamples, alpha=alpha, meta=meta, config=config, inputs=inputs,
-                           progress=progress)
+                           progress=progress, train_seed=train_seed)
 
 
 def read_predictions(path: str | Path) -> pa.Table:
@@ -300,7 +310,7 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
                            variant: str | None = None, adapter_dir: str | Path | None = None,
                            projector_path: str | Path | None = None, item_embeddings_path: str | Path | None = None,
                            seed: int = 0, threads: int | None = None, progress: bool = True,
-                           templates_path: str | Path | None = None) -> dict:
+                           templates_path: str | Path | None = None, train_seed: int | None = None) -> dict:
     """:func:`evaluate_llm` driven by one method's resolved ``evaluate`` config slice (the rules' params).
 
     ``settings`` keys: splits, modes, k, max_rows, batch_size, rank_batch_size, max_new_tokens, dtype,
@@ -329,4 +339,4 @@ def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, it
                         rank_batch_size=s["rank_batch_size"], max_new_tokens=s["max_new_tokens"], dtype=s["dtype"],
                         first_line_only=s["first_line_only"], seed=seed, n_resamples=s["bootstrap"]["n_resamples"],
                         alpha=s["bootstrap"]["alpha"], config=s, threads=threads, progress=progress,
-                        templates_path=templates_path)
+                        templates_path=templates_path, train_seed=train_seed)

@@ -16,18 +16,23 @@ import numpy as np
 import pyarrow as pa
 
 from llara.data.schema import EVAL, read_table
-from llara.evaluate.metrics import rank_block
-from llara.evaluate.ranking import target_ranks
+from llara.evaluate.aggregate import aggregate_tables
+from llara.evaluate.blocks import rank_block
 from llara.evaluate.run import PREDICTIONS
 from llara.io import write_json, write_parquet
+from llara.metrics.ranking import target_ranks
 from llara.provenance import provenance
 
 
 def seqrec_predictions(model_path: str | Path, items_path: str | Path, split_paths: dict[str, str | Path],
                        predictions_path: str | Path, metrics_path: str | Path | None = None, *, seed: int = 0,
                        n_resamples: int = 1000, alpha: float = 0.05, meta: dict[str, Any] | None = None,
-                       threads: int | None = None) -> dict:
-    """Rank every stored candidate set of each split with the saved backbone; write predictions (+ metrics)."""
+                       threads: int | None = None, train_seed: int | None = None) -> dict:
+    """Rank every stored candidate set of each split with the saved backbone; write predictions (+ metrics).
+
+    ``seed`` seeds the bootstraps; ``train_seed`` (the backbone's training seed) is recorded with the
+    one-run ``aggregate`` block (llara.evaluate.aggregate).
+    """
     import torch
 
     from llara.seqrec import candidate_scores, load_model, load_n_items, load_split
@@ -63,8 +68,11 @@ def seqrec_predictions(model_path: str | Path, items_path: str | Path, split_pat
                 "target_rank": ranks[:, s].astype(np.int32), "scores": list(sc),
             }, schema=PREDICTIONS))
         splits[split] = {"n": n, "rank": rank_block(ranks, list(range(k)), seed=seed, n_resamples=n_resamples, alpha=alpha)}
-    write_parquet(pa.concat_tables(pieces), predictions_path, PREDICTIONS)
+    table = pa.concat_tables(pieces)
+    write_parquet(table, predictions_path, PREDICTIONS)
+    agg = aggregate_tables({train_seed: table}, list(splits), ["rank"], seed=seed, n_resamples=n_resamples, alpha=alpha)
     metrics = {**(meta or {}), "candidate_sets": int(k), "modes": ["rank"], "splits": splits,
+               "train_seed": train_seed, "seeds": [train_seed], "aggregate": agg,
                "provenance": provenance({}, {"model": model_path, "items": items_path,
                                              **{f"{s}_split": p for s, p in split_paths.items()}},
                                         seed, wall_time_s=time.perf_counter() - t0)}

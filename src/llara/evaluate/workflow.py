@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llara.seeds import eval_root, train_root, train_seeds
+
 SEQREC = ("sasrec", "gru4rec", "caser")
 SETTING_KEYS = ("splits", "modes", "max_rows", "batch_size", "rank_batch_size", "max_new_tokens", "dtype",
                 "first_line_only", "bootstrap")
@@ -49,8 +51,11 @@ def eval_settings(config: dict[str, Any], method: str, variant: str | None = Non
 
 
 def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | None = None,
-                variant: str | None = None) -> dict[str, str]:
-    """Inputs of an LLM evaluation rule: base model folder, items, splits (+ the tuned model unless zero-shot)."""
+                variant: str | None = None, seed: int | None = None) -> dict[str, str]:
+    """Inputs of an LLM evaluation rule: base model folder, items, splits (+ the tuned model unless zero-shot).
+
+    ``seed``: the training seed whose tuned model and backbone are evaluated (None: the only one).
+    """
     check_dataset(config, dataset)
     d = {"base": f"resources/llm/{llm_name(config)}", "item_table": f"results/{dataset}/data/items.parquet"}
     d.update({f"split_{s}": f"results/{dataset}/data/{s}.parquet" for s in config["evaluate"]["splits"]})
@@ -59,7 +64,7 @@ def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | N
     else:
         if seqrec not in SEQREC:
             raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
-        root = f"results/{dataset}/{seqrec}"
+        root = train_root(config, dataset, seqrec, seed)
         tuned = f"{root}/llara" if kind == "llara" else f"{root}/ablations/{variant}/llara"
         d["adapter"] = f"{tuned}/adapter"
         d["projector"] = f"{tuned}/projector.safetensors"
@@ -67,9 +72,45 @@ def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | N
     return d
 
 
-def seqrec_ranker_inputs(config: dict[str, Any], dataset: str, seqrec: str) -> dict[str, str]:
-    """Inputs of rule evaluate_seqrec: the trained backbone, items and the evaluated splits."""
+def seqrec_ranker_inputs(config: dict[str, Any], dataset: str, seqrec: str, seed: int | None = None) -> dict[str, str]:
+    """Inputs of rule evaluate_seqrec: the backbone trained with ``seed``, items and the evaluated splits."""
     check_dataset(config, dataset)
-    return {"model": f"results/{dataset}/{seqrec}/seqrec/model.safetensors",
+    return {"model": f"{train_root(config, dataset, seqrec, seed)}/seqrec/model.safetensors",
             "item_table": f"results/{dataset}/data/items.parquet",
             **{f"split_{s}": f"results/{dataset}/data/{s}.parquet" for s in config["evaluate"]["splits"]}}
+
+
+RUN_FILES = {  # kind -> (sub-folder of a seed's evaluation folder, predictions file, metrics file)
+    "llara": ("", "predictions.parquet", "metrics.json"),
+    "ablation": ("/ablations/{variant}", "predictions.parquet", "metrics.json"),
+    "seqrec": ("/seqrec", "ranker_predictions.parquet", "ranker_metrics.json"),
+}
+
+
+def method_files(kind: str, dataset: str, seqrec: str, variant: str | None = None) -> dict[str, str]:
+    """The method-level ``predictions`` and ``metrics`` paths of a trained method (llara | ablation | seqrec):
+    the one-seed files, or in a seed sweep the aggregate metrics.json (its predictions are per seed)."""
+    sub, pred, met = RUN_FILES[kind]
+    root = f"results/{dataset}/{seqrec}" + sub.format(variant=variant)
+    return {"predictions": f"{root}/{pred}", "metrics": f"{root}/{met}"}
+
+
+def seed_runs(config: dict[str, Any], kind: str, dataset: str, seqrec: str, variant: str | None = None) -> list[dict]:
+    """One dict per training seed (``seed``, ``predictions``, ``metrics``): where each seed's evaluation of a
+    trained method (llara | ablation | seqrec) lives (llara.seeds.eval_root)."""
+    if kind not in RUN_FILES:
+        raise ValueError(f"unknown trained method {kind!r}; expected one of {sorted(RUN_FILES)}")
+    check_dataset(config, dataset)
+    sub, pred, met = RUN_FILES[kind]
+    out = []
+    for s in train_seeds(config):
+        root = eval_root(config, dataset, seqrec, s) + sub.format(variant=variant)
+        out.append({"seed": s, "predictions": f"{root}/{pred}", "metrics": f"{root}/{met}"})
+    return out
+
+
+def seed_run_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str, variant: str | None = None) -> dict[str, str]:
+    """Inputs of the aggregation rules: every seed's predictions and metrics files."""
+    return {f"seed{r['seed']}_{k}": r[k] for r in seed_runs(config, kind, dataset, seqrec, variant)
+            for k in ("predictions", "metrics")}
+

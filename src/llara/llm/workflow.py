@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from llara.llm.prompts import default_templates_path
+from llara.seeds import data_seed, train_root
 
 SEQREC = ["sasrec", "gru4rec", "caser"]
 TUNE_META = ("overrides", "variants")  # tune.* keys that are not TuneConfig fields
@@ -62,9 +63,11 @@ def repo_relative(path: str, repo: str | None) -> str:
     return os.path.join(repo, path)
 
 
-def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = None, repo: str | None = None) -> dict[str, Any]:
+def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = None, repo: str | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
     """The resolved TuneConfig dict: tune.* < tune.overrides.<dataset> < tune.variants.<variant>
-    (+ seed, dataset, llm.prompt_format); ``repo`` resolves repository-relative paths."""
+    (+ seed, dataset, llm.prompt_format); ``repo`` resolves repository-relative paths; ``seed`` is the
+    training seed (None: config ``seed``)."""
     tune = config["tune"]
     cfg = {k: v for k, v in tune.items() if k not in TUNE_META}
     layers = [tune.get("overrides", {}).get(dataset, {})]
@@ -75,21 +78,22 @@ def tune_settings(config: dict[str, Any], dataset: str, variant: str | None = No
     for layer in layers:
         for k, v in layer.items():
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
-    cfg.update(dataset=dataset, seed=config["seed"], prompt_format=config["llm"].get("prompt_format", "auto"))
+    cfg.update(dataset=dataset, seed=data_seed(config) if seed is None else int(seed), prompt_format=config["llm"].get("prompt_format", "auto"))
     cfg["deepspeed_config"] = repo_relative(cfg["deepspeed_config"], repo)
     return cfg
 
 
 def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str | None = None,
-                repo: str | None = None) -> dict[str, str]:
-    """Inputs of rules tune / tune_variant."""
+                repo: str | None = None, seed: int | None = None) -> dict[str, str]:
+    """Inputs of rules tune / tune_variant (and their per-seed forms): ``seed`` picks the backbone trained
+    with that seed (llara.seeds.train_root; None: the only training seed)."""
     if seqrec not in SEQREC:
         raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
     return {
         "base": f"resources/llm/{llm_name(config)}",
         "item_table": f"results/{dataset}/data/items.parquet",
         "train": f"results/{dataset}/data/train.parquet",
-        "embeddings": f"results/{dataset}/{seqrec}/seqrec/item_embeddings.parquet",
+        "embeddings": f"{train_root(config, dataset, seqrec, seed)}/seqrec/item_embeddings.parquet",
         "templates": prompts_path(dataset),
         "deepspeed": tune_settings(config, dataset, variant, repo)["deepspeed_config"],
     }

@@ -1,7 +1,8 @@
 """Command line: ``python -m llara.report OUT_DIR ENTRIES.json [--split test] [--llm-mode generate]``.
 
 ENTRIES.json is a list of objects with keys dataset, kind (seqrec | llara | zeroshot | ablation),
-label, metrics, and optionally predictions, seqrec, variant, train_log (llara.report.collect.Entry).
+label, metrics, and optionally predictions, seqrec, variant, train_log, and runs (one object per
+training seed: seed, predictions, metrics, train_log) (llara.report.collect.Entry).
 """
 
 from __future__ import annotations

@@ -1,34 +1,51 @@
 """Read every method's results into one normalised summary per (method, dataset).
 
-Sources, in order of preference:
+A method trained with several seeds has several *runs* (one predictions file per training seed);
+an untrained method (the zero-shot LLM) has one. Sources, in order of preference:
 
-1. ``predictions.parquet`` (evaluation layout): metrics are recomputed on exactly the candidate
-   sets requested (the sets every compared method shares), with the seeded row bootstrap.
-2. ``metrics.json`` in the evaluation layout (``splits.{split}.{mode}.mean/per_set``).
+1. every run's ``predictions.parquet`` (evaluation layout): metrics are recomputed on exactly the
+   candidate sets requested (the sets every compared method shares) and aggregated over seeds x
+   sets (``llara.evaluate.aggregate``: mean, sd over seeds, min/max, row-bootstrap CI);
+2. the method's ``metrics.json``: its ``aggregate`` block, or ``splits.{split}.{mode}`` (one run);
 3. ``metrics.json`` of the seqrec stage (``{split}: {per_set, mean, min, max, hr@1_ci95_set0,
    hr@1_ci95_mean}``), normalised here.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from llara.evaluate.metrics import rank_block
-from llara.evaluate.stats import ALPHA, N_RESAMPLES, aggregate_sets, bootstrap_ratio
+from llara.evaluate.aggregate import aggregate_outcomes, load_metrics
+from llara.evaluate.compare import common_sets, outcome_matrix
+from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, aggregate_sets
 
 KINDS = ("seqrec", "llara", "zeroshot", "ablation")
+RANK_KEYS = ("hr@1", "hr@5", "ndcg@5")
+
+
+@dataclass
+class Run:
+    """One training seed's evaluation of a method (``seed`` None: an untrained method)."""
+
+    seed: int | None
+    predictions: str | None = None
+    metrics: str | None = None
+    train_log: str | None = None
 
 
 @dataclass
 class Entry:
-    """One method on one dataset, as the report rule lists it."""
+    """One method on one dataset, as the report rule lists it.
+
+    ``runs``: one dict per training seed (keys of :class:`Run`); None: a single run made of
+    ``predictions``, ``metrics`` and ``train_log``. ``metrics`` is the method-level file (in a seed
+    sweep the aggregate over seeds).
+    """
 
     dataset: str
     kind: str                       # seqrec | llara | zeroshot | ablation
@@ -38,101 +55,138 @@ class Entry:
     seqrec: str | None = None
     variant: str | None = None
     train_log: str | None = None
+    runs: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"report entry {self.label!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+        if self.runs is not None and not self.runs:
+            raise ValueError(f"report entry {self.label!r}: 'runs' is empty")
 
     @property
     def mode_default(self) -> str:
         return "rank" if self.kind == "seqrec" else "generate"
 
+    def run_list(self) -> list[Run]:
+        """The entry's runs (one per training seed)."""
+        if self.runs is None:
+            return [Run(None, self.predictions, self.metrics, self.train_log)]
+        return [r if isinstance(r, Run) else Run(**r) for r in self.runs]
+
+    def has_predictions(self) -> bool:
+        """Every run has a predictions file on disk (per-row outcomes: recomputation and pairing)."""
+        return all(r.predictions and Path(r.predictions).exists() for r in self.run_list())
+
+    def tables(self) -> dict:
+        """``{training seed: predictions table}`` of every run."""
+        return {r.seed: pq.read_table(r.predictions) for r in self.run_list()}
+
 
 @dataclass
 class Summary:
-    """Normalised numbers of one entry on one split (None where the source has no such number)."""
+    """Normalised numbers of one entry on one split (None where the source has no such number).
+
+    Means are over training seeds x candidate sets; ``*_sd`` is the standard deviation over seeds
+    (None with one run); min/max over single (seed, set) evaluations.
+    """
 
     entry: Entry
     mode: str
     n: int | None = None
     sets: list[int] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=lambda: [None])
     valid_ratio: float | None = None
+    valid_ratio_sd: float | None = None
     hr1: float | None = None
     hr1_ci: list[float] | None = None
+    hr1_sd: float | None = None
     strict_hr1: float | None = None
     strict_hr1_ci: list[float] | None = None
+    strict_hr1_sd: float | None = None
     hr1_min: float | None = None
     hr1_max: float | None = None
+    per_seed: list[dict[str, Any]] = field(default_factory=list)  # {seed, valid_ratio, hr@1, strict_hr@1}
     rank: dict[str, Any] = field(default_factory=dict)  # rank-mode hr@1, hr@5, ndcg@5 (means) when available
+    n_candidates: int | None = None
     source: str = ""
 
-
-def load_json(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"metrics file {path} does not exist (its evaluation rule has not run)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
 
 
-def evaluated_sets(entry: Entry, split: str, mode: str | None = None) -> list[int]:
-    """The candidate-set ids an entry was evaluated on for ``split``."""
-    m = load_json(entry.metrics)
-    mode = mode or entry.mode_default
+def _metrics_sets(path: str, m: dict, split: str, mode: str) -> list[int]:
     if "splits" in m:
         blk = m["splits"].get(split, {}).get(mode)
         if blk is None:
-            raise ValueError(f"{entry.metrics}: no {split!r}/{mode!r} results")
+            raise ValueError(f"{path}: no {split!r}/{mode!r} results")
         return list(blk.get("sets", range(blk.get("k", 1))))
+    if "aggregate" in m:
+        blk = m["aggregate"].get(split, {}).get(mode)
+        if blk is None:
+            raise ValueError(f"{path}: no {split!r}/{mode!r} results")
+        return list(blk["sets"])
     blk = m.get(split)
     if blk is None:
-        raise ValueError(f"{entry.metrics}: no {split!r} results")
+        raise ValueError(f"{path}: no {split!r} results")
     return list(range(int(blk.get("n_candidate_sets", len(blk.get("per_set", [0]))))))
+
+
+def evaluated_sets(entry: Entry, split: str, mode: str | None = None) -> list[int]:
+    """The candidate-set ids every run of an entry was evaluated on for ``split``."""
+    mode = mode or entry.mode_default
+    if entry.has_predictions():
+        return common_sets([(t, mode) for t in entry.tables().values()], split)
+    return _metrics_sets(entry.metrics, load_metrics(entry.metrics), split, mode)
+
+
+def _from_aggregate(entry: Entry, mode: str, agg: dict, rank: dict | None, source: str) -> Summary:
+    mean, sd = agg["mean"], agg["sd"]
+    per_seed = [{k: p.get(k) for k in ("seed", "valid_ratio", "hr@1", "strict_hr@1") if k in p} for p in agg["per_seed"]]
+    strict = "strict_hr@1" if "strict_hr@1" in mean else "hr@1"  # a ranker's strict HR@1 is its HR@1
+    for p in per_seed:
+        p.setdefault("strict_hr@1", p.get("hr@1"))
+    out = Summary(entry, mode, n=agg["n"], sets=list(agg["sets"]), seeds=list(agg["seeds"]),
+                  valid_ratio=mean.get("valid_ratio"), valid_ratio_sd=sd.get("valid_ratio"), hr1=mean.get("hr@1"),
+                  hr1_ci=mean.get("hr@1_ci"), hr1_sd=sd.get("hr@1"), strict_hr1=mean.get(strict),
+                  strict_hr1_ci=mean.get(f"{strict}_ci"), strict_hr1_sd=sd.get(strict), hr1_min=agg["min"].get("hr@1"),
+                  hr1_max=agg["max"].get("hr@1"), per_seed=per_seed, n_candidates=agg.get("n_candidates"),
+                  source=source)
+    if rank is not None:
+        out.rank = {k: rank["mean"].get(k) for k in RANK_KEYS}
+    return out
 
 
 def _from_predictions(entry: Entry, split: str, mode: str, sets: list[int], seed: int, n_resamples: int,
                       alpha: float) -> Summary:
-    t = pq.read_table(entry.predictions)
-    t = t.filter(pc.and_(pc.equal(t["split"], split), pc.equal(t["mode"], mode)))
-    if t.num_rows == 0:
-        raise ValueError(f"{entry.predictions}: no predictions for split {split!r}, mode {mode!r}")
-    have = set(t.column("candidate_set").to_pylist())
-    missing = [s for s in sets if s not in have]
-    if missing:
-        raise ValueError(f"{entry.predictions}: candidate set(s) {missing} were not evaluated (have {sorted(have)})")
-    cols = {"valid": [], "correct": [], "rank": []}
-    for s in sets:
-        ts = t.filter(pc.equal(t["candidate_set"], s)).sort_by("row")
-        cols["valid"].append(ts.column("valid").to_numpy(zero_copy_only=False))
-        cols["correct"].append(ts.column("correct").to_numpy(zero_copy_only=False))
-        if mode == "rank":
-            cols["rank"].append(ts.column("target_rank").to_numpy(zero_copy_only=False))
-    valid = np.stack(cols["valid"], axis=1).astype(float)
-    correct = np.stack(cols["correct"], axis=1).astype(float)
-    kw = dict(n_resamples=n_resamples, seed=seed, alpha=alpha)
-    hr = bootstrap_ratio(correct, valid, **kw)
-    strict = bootstrap_ratio(correct, None, **kw)
-    per_set = [float(correct[:, j].sum() / valid[:, j].sum()) if valid[:, j].sum() else 0.0 for j in range(len(sets))]
-    agg = aggregate_sets(per_set)
-    out = Summary(entry, mode, n=int(valid.shape[0]), sets=list(sets), valid_ratio=float(valid.mean()),
-                  hr1=hr["value"], hr1_ci=hr["ci"], strict_hr1=strict["value"], strict_hr1_ci=strict["ci"],
-                  hr1_min=agg["min"], hr1_max=agg["max"], source=str(entry.predictions))
-    if mode == "rank":
-        ranks = np.stack(cols["rank"], axis=1)
-    else:  # the same model's rank-mode rows, when it was also run in rank mode on these sets
-        tr = pq.read_table(entry.predictions)
-        tr = tr.filter(pc.and_(pc.equal(tr["split"], split), pc.equal(tr["mode"], "rank")))
-        got = [tr.filter(pc.equal(tr["candidate_set"], s)).sort_by("row") for s in sets]
-        ok = all(g.num_rows == valid.shape[0] for g in got)
-        ranks = np.stack([g.column("target_rank").to_numpy(zero_copy_only=False) for g in got], axis=1) if ok else None
-    if ranks is not None:
-        blk = rank_block(ranks, sets, **kw)
-        out.rank = {k: blk["mean"][k] for k in ("hr@1", "hr@5", "ndcg@5")}
-    return out
+    tables = entry.tables()
+    kw = dict(seed=seed, n_resamples=n_resamples, alpha=alpha)
+    mats = {}
+    for s, t in tables.items():
+        try:
+            mats[s] = outcome_matrix(t, split, mode, sets)
+        except ValueError as e:
+            run = next(r for r in entry.run_list() if r.seed == s)
+            raise ValueError(f"{run.predictions}: {e}") from None
+    agg = aggregate_outcomes(mats, mode, split, **kw)
+    rank = agg if mode == "rank" else None
+    if rank is None:  # the same model's rank-mode rows, when every run was also scored in rank mode on these sets
+        try:
+            rank = aggregate_outcomes({s: outcome_matrix(t, split, "rank", sets) for s, t in tables.items()},
+                                      "rank", split, **kw)
+        except ValueError:
+            rank = None
+    runs = entry.run_list()
+    src = str(runs[0].predictions) + (f" and {len(runs) - 1} more seed(s)" if len(runs) > 1 else "")
+    return _from_aggregate(entry, mode, agg, rank, src)
 
 
 def _from_eval_metrics(entry: Entry, m: dict, split: str, mode: str) -> Summary:
+    if "aggregate" in m:
+        blk = m["aggregate"].get(split, {}).get(mode)
+        if blk is None:
+            raise ValueError(f"{entry.metrics}: no {split!r}/{mode!r} results (modes {list(m['aggregate'].get(split, {}))})")
+        return _from_aggregate(entry, mode, blk, m["aggregate"][split].get("rank"), str(entry.metrics))
     blk = m["splits"].get(split, {}).get(mode)
     if blk is None:
         raise ValueError(f"{entry.metrics}: no {split!r}/{mode!r} results (modes {list(m['splits'].get(split, {}))})")
@@ -143,7 +197,7 @@ def _from_eval_metrics(entry: Entry, m: dict, split: str, mode: str) -> Summary:
                   hr1_max=blk.get("max", {}).get("hr@1"), source=str(entry.metrics))
     rank = m["splits"][split].get("rank")
     if rank is not None:
-        out.rank = {k: rank["mean"].get(k) for k in ("hr@1", "hr@5", "ndcg@5")}
+        out.rank = {k: rank["mean"].get(k) for k in RANK_KEYS}
     return out
 
 
@@ -151,7 +205,7 @@ def _from_seqrec_metrics(entry: Entry, m: dict, split: str, sets: list[int] | No
     blk = m.get(split)
     if not isinstance(blk, dict) or "per_set" not in blk:
         raise ValueError(f"{entry.metrics}: expected a {split!r} block with 'per_set' (seqrec layout) or a "
-                         "'splits' block (evaluation layout)")
+                         "'splits' / 'aggregate' block (evaluation layout)")
     per_set = blk["per_set"]
     k_all = len(per_set)
     sets = list(range(k_all)) if sets is None else [s for s in sets if s < k_all]
@@ -165,26 +219,27 @@ def _from_seqrec_metrics(entry: Entry, m: dict, split: str, sets: list[int] | No
     elif len(sets) == k_all:
         ci = blk.get("hr@1_ci95_mean")
     mean = lambda key: float(np.mean([per_set[s][key] for s in sets])) if key in per_set[0] else None  # noqa: E731
-    return Summary(entry, "rank", n=blk.get("n"), sets=sets, valid_ratio=float(blk.get("valid_ratio", 1.0)),
+    seed = m.get("provenance", {}).get("seed")
+    return Summary(entry, "rank", n=blk.get("n"), sets=sets, seeds=[seed], valid_ratio=float(blk.get("valid_ratio", 1.0)),
                    hr1=agg["mean"], hr1_ci=ci, strict_hr1=agg["mean"], strict_hr1_ci=ci, hr1_min=agg["min"],
-                   hr1_max=agg["max"], rank={k: mean(k) for k in ("hr@1", "hr@5", "ndcg@5")},
-                   source=str(entry.metrics))
+                   hr1_max=agg["max"], rank={k: mean(k) for k in RANK_KEYS}, source=str(entry.metrics))
 
 
 def summarize(entry: Entry, split: str = "test", mode: str | None = None, sets: list[int] | None = None,
               seed: int = 0, n_resamples: int = N_RESAMPLES, alpha: float = ALPHA) -> Summary:
-    """The entry's numbers on ``split`` in ``mode`` (default: rank for seqrec, generate otherwise).
+    """The entry's numbers on ``split`` in ``mode`` (default: rank for seqrec, generate otherwise),
+    over all its runs (training seeds).
 
-    With ``sets`` and a predictions file, metrics are recomputed on exactly those candidate sets.
+    With per-row predictions, metrics are recomputed on exactly ``sets`` (None: the sets every run
+    was evaluated on); otherwise they are read from the metrics file.
     """
     mode = mode or entry.mode_default
-    if entry.predictions and Path(entry.predictions).exists():
+    if entry.has_predictions():
         if sets is None:
-            sets = evaluated_sets(entry, split, mode) if Path(entry.metrics).exists() else None
-        if sets is not None:
-            return _from_predictions(entry, split, mode, sets, seed, n_resamples, alpha)
-    m = load_json(entry.metrics)
-    if "splits" in m:
+            sets = evaluated_sets(entry, split, mode)
+        return _from_predictions(entry, split, mode, list(sets), seed, n_resamples, alpha)
+    m = load_metrics(entry.metrics)
+    if "splits" in m or "aggregate" in m:
         s = _from_eval_metrics(entry, m, split, mode)
         if sets is not None and s.sets and s.sets != list(sets):
             s.source += f" (sets {s.sets}; pairing sets {list(sets)} needs predictions)"

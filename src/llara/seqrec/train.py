@@ -24,8 +24,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from llara.evaluate.ranking import bootstrap_ci, hit_at_k, rank_metrics, target_ranks
 from llara.io import atomic_path, check_replaceable, write_json
+from llara.metrics.bootstrap import bootstrap_ci
+from llara.metrics.ranking import hit_at_k, rank_metrics, target_ranks
 from llara.provenance import provenance
 from llara.seqrec.base import SeqRecModel
 from llara.seqrec.data import Split, load_n_items, load_split

@@ -1,4 +1,4 @@
-"""Ranking metrics over stored candidate lists (HR@k, NDCG@k) and seeded bootstrap intervals."""
+"""Ranking metrics over stored candidate lists: target ranks, HR@k, NDCG@k."""
 
 from __future__ import annotations
 
@@ -43,15 +43,3 @@ def rank_metrics(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, f
         if k > 1:
             out[f"ndcg@{k}"] = float(ndcg_at_k(ranks, k).mean())
     return out
-
-
-def bootstrap_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-row ``values`` (deterministic for a seed)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("bootstrap of an empty sample")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_resamples, values.size))
-    means = values[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)

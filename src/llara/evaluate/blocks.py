@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llara.evaluate.ranking import hit_at_k, ndcg_at_k
-from llara.evaluate.stats import ALPHA, N_RESAMPLES, aggregate_sets, bootstrap_ratio
+from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, aggregate_sets, bootstrap_ratio
+from llara.metrics.ranking import hit_at_k, ndcg_at_k
 
 GENERATE_METRICS = ("valid_ratio", "hr@1", "strict_hr@1", "valid_ratio_literal", "hr@1_literal")
 RANK_METRICS = ("valid_ratio", "hr@1", "strict_hr@1", "hr@5", "ndcg@5")

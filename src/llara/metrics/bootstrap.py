@@ -1,4 +1,4 @@
-"""Seeded bootstrap intervals for ratio metrics over candidate sets, and paired method differences.
+"""Seeded bootstrap intervals: means, ratio metrics over candidate sets (or seeds x sets), paired differences.
 
 Every statistic here is a *ratio of sums averaged over candidate sets*:
 
@@ -11,7 +11,7 @@ so the interval accounts for the correlation between sets of the same row. Paire
 resample the same rows for both methods.
 
 With one set and ``den`` = 1 the resamples are exactly those of
-:func:`llara.evaluate.ranking.bootstrap_ci` for the same seed, so both give the same interval.
+:func:`bootstrap_ci` for the same seed, so both give the same interval.
 """
 
 from __future__ import annotations
@@ -22,6 +22,18 @@ import numpy as np
 
 N_RESAMPLES = 1000
 ALPHA = 0.05
+
+
+def bootstrap_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-row ``values`` (deterministic for a seed)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("bootstrap of an empty sample")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(n_resamples, values.size))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
 
 
 def _as_2d(a: np.ndarray | list, name: str) -> np.ndarray:
@@ -39,7 +51,7 @@ def _resample_counts(n: int, n_resamples: int, seed: int, chunk: int = 0) -> Ite
     """Yield ``[b, n]`` arrays: how often each row is drawn in each resample (chunks of resamples).
 
     The draws are ``default_rng(seed).integers(0, n, size=(n_resamples, n))`` consumed row by row,
-    the same stream :func:`llara.evaluate.ranking.bootstrap_ci` uses.
+    the same stream :func:`bootstrap_ci` uses.
     """
     rng = np.random.default_rng(seed)
     chunk = chunk or max(1, min(n_resamples, 4_000_000 // max(n, 1)))
