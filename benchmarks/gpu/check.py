@@ -431,7 +431,7 @@ def cmd_smoke(a: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import make_tiny_dataset
 
-    from llara.llm.data import load_titles, write_random_embeddings
+    from llara.llm.data import load_titles
     from llara.llm.testing import make_tiny_llama
     from llara.seqrec.train import run_seqrec
 
