@@ -29,8 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+from learnability import TEMPLATE  # the learnability benchmark's prompt (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATE = "A user chose {history}. Candidates: {candidates}. The next choice is"
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -47,8 +48,12 @@ def run(a: argparse.Namespace) -> dict:
     torch.manual_seed(a.seed)
     titles = load_titles(a.data / "items.parquet")
     n = len(titles)
-    genre = np.array([int(s.removeprefix("genre")) for s in
-                      pq.read_table(a.data / "items.parquet").column("source_id").to_pylist()])
+    source_ids = pq.read_table(a.data / "items.parquet").column("source_id").to_pylist()
+    if not all(str(s).startswith("genre") for s in source_ids):
+        raise ValueError(f"{a.data / 'items.parquet'}: source_id must be 'genre<k>' (the learnability "
+                         "benchmark's synthetic data, benchmarks/learnability.py); found e.g. "
+                         f"{next(s for s in source_ids if not str(s).startswith('genre'))!r}")
+    genre = np.array([int(s.removeprefix("genre")) for s in source_ids])
     if a.task == "marker":
         g = np.random.default_rng(a.seed)
         table = (g.normal(size=(n, 64)) * 0.3).astype("float32")

@@ -10,11 +10,12 @@ genre; the stored candidate sets hold exactly one item of the session's genre. T
 about genres, so a text-only model must memorise ``--items`` title-to-genre facts from the
 ``--samples`` rows it sees; SASRec, trained on every training row, learns the genres and its item
 embeddings carry them to the LLM through the projector. The variants are the pipeline's own
-(``config/config.yaml`` tune.variants): LLaRA (hybrid prompt, curriculum), text-only (TALLRec-style)
-and ID-only (behavioural tokens, no titles: the answer's title must be learned from its token),
+(``config/config.yaml`` tune.variants): LLaRA (hybrid prompt), text-only (TALLRec-style) and ID-only
+(behavioural tokens, no titles: the answer's title must be learned from its token); hybrid and ID-only
+train with p(hybrid) = 1 by default (``--curriculum linear``: the pipeline's tau/T),
 each tuned by ``python -m llara.llm.train`` (DeepSpeed) and evaluated by ``llara.evaluate`` on every
 stored candidate set of the held-out test rows; SASRec is scored on the same rows and sets. Short
-prompts (raw format, one short template), so it runs in minutes on 2 CPU cores. Each stage's
+prompts (raw format, one short template): about an hour on 2 CPU cores (docs/learnability.md). Each stage's
 outputs are kept: a rerun resumes where it stopped.
 
 Prints one table (HR@1 beside chance, paired differences with 95% bootstrap intervals) and writes
