@@ -117,6 +117,18 @@ def test_projector_frozen_on_text_only_steps(env):
     assert moved["mlp.0.weight"] and moved["mlp.2.weight"] and not moved["special"], moved
 
 
+def test_projector_lr_sets_the_projector_group_only(env):
+    """``projector_lr`` is the projector group's own peak: at 1e-12 (Adam steps ~lr, far below fp32
+    resolution of the weights) the hybrid run leaves the MLP exactly as initialised, while the same run
+    with the shared lr moves it (test above)."""
+    out = env["root"] / "tiny_projector_lr"
+    cfg = dict(CFG, epochs=1, representation="hybrid", curriculum="hybrid_only", projector_lr=1e-12)
+    res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, env["root"] / "tiny_projector_lr_ckpt", cfg)])
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert not any(_projector_moved(out, env, cfg["seed"]).values())
+    assert _log(out / "train_log.csv")[-1]["lr"] > 1e-4  # the LoRA group kept the shared lr
+
+
 def test_resume_after_kill_matches_uninterrupted_run(env):
     cfg = dict(CFG, epochs=2, checkpoint_every=3)
     full, ckpt_full = env["root"] / "full", env["root"] / "full_ckpt"

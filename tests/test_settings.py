@@ -80,6 +80,7 @@ def test_gguf_member_is_a_plain_file_name(gguf):
     ({"tune__micro_batch_size": 0}, "tune.micro_batch_size"),
     ({"evaluate__batch_size": 0}, "evaluate.batch_size"),
     ({"tune__lr": float("nan")}, "tune.lr"),
+    ({"tune__projector_lr": 0}, "tune.projector_lr"),
     ({"download__extra_sha256": {"llara/steam/train_data.df": "abc"}}, "download.extra_sha256"),
     ({"datasets": ...}, "datasets"),
     # cross-key rules

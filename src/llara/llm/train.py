@@ -70,6 +70,7 @@ class TuneConfig:
     micro_batch_size: int = 4
     effective_batch_size: int = 16
     lr: float = 7e-4
+    projector_lr: float | None = None     # the projector's peak lr (same schedule); None: lr, as the authors
     min_lr: float = 7e-6
     warmup_start_lr: float = 7e-6
     warmup_ratio: float = 0.05
@@ -123,6 +124,7 @@ class TuneConfig:
         need(self.epochs >= 1, "epochs", "expected >= 1")
         need(self.checkpoint_every >= 1, "checkpoint_every", "expected >= 1")
         need(self.lr > 0 and self.min_lr >= 0 and self.warmup_start_lr >= 0, "lr", "learning rates must be positive")
+        need(self.projector_lr is None or self.projector_lr > 0, "projector_lr", "expected a positive number or None")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -302,7 +304,9 @@ def build_engine(module, cfg: TuneConfig, ds_cfg: dict[str, Any], total_steps: i
 
     Adam with coupled L2 decay on the projector only (LoRA: none); the projector's group is the second
     one, frozen by :func:`train_step` on steps without a behavioural token (the authors'
-    ``requires_grad=False`` on text-only batches). Warm-up then cosine, per optimizer step.
+    ``requires_grad=False`` on text-only batches). Warm-up then cosine, per optimizer step; the
+    projector's group peaks at ``cfg.projector_lr`` (default ``cfg.lr``) and follows the same curve,
+    scaled (the LambdaLR factor multiplies each group's own peak).
     """
     import torch
 
@@ -314,7 +318,8 @@ def build_engine(module, cfg: TuneConfig, ds_cfg: dict[str, Any], total_steps: i
     lora_params = [p for n, p in module.named_parameters() if p.requires_grad and not n.startswith("projector.")]
     proj_params = list(module.projector.parameters())
     opt = GroupFreezingAdam([{"params": lora_params, "weight_decay": 0.0},
-                             {"params": proj_params, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+                             {"params": proj_params, "weight_decay": cfg.weight_decay,
+                              "lr": cfg.projector_lr or cfg.lr}], lr=cfg.lr)
     warmup = int(total_steps * cfg.warmup_ratio)  # LLaRA: max_step // 20
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_at(s, total_steps, cfg.lr, cfg.min_lr, cfg.warmup_start_lr, warmup) / cfg.lr)
