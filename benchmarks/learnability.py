@@ -83,8 +83,9 @@ def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse
         variant_cfg["curriculum"] = a.curriculum
     cfg = {**tune_settings(_config(), "synthetic", repo=REPO), **variant_cfg, "seed": a.seed,
            "prompt_format": "raw", "n_candidates": a.candidates, "max_train_samples": a.samples, "epochs": a.epochs,
-           "micro_batch_size": a.micro, "effective_batch_size": a.batch, "lr": a.lr, "min_lr": a.lr / 100,
-           "warmup_start_lr": a.lr / 100, "checkpoint_every": 10}
+           "micro_batch_size": a.micro, "effective_batch_size": a.batch, "lr": a.lr, "projector_lr": a.projector_lr,
+           "min_lr": a.lr / 100 if a.min_lr is None else a.min_lr, "warmup_start_lr": a.lr / 100,
+           "checkpoint_every": 10}
     cmd = [sys.executable, "-m", "llara.llm.train", "--config-json", json.dumps(cfg), "--base", str(base),
            "--items", str(data / "items.parquet"), "--train", str(data / "train.parquet"),
            "--embeddings", str(sas / "item_embeddings.parquet"), "--templates", str(templates),
@@ -218,6 +219,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--micro", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--projector-lr", type=float, default=None,
+                    help="the projector's peak lr (tune.projector_lr); default: --lr, as the authors")
+    ap.add_argument("--min-lr", type=float, default=None,
+                    help="cosine floor (default lr/100); = --lr gives a constant lr after the warm-up")
     ap.add_argument("--curriculum", choices=["linear", "hybrid_only"], default="hybrid_only",
                     help="curriculum of the hybrid and ID-only variants; linear is the pipeline's (p = tau/T), which "
                          "in a run this short leaves few behavioural-token steps at a useful learning rate")

@@ -1,6 +1,6 @@
 """The prepared GPU check (benchmarks/gpu/check.py), rehearsed on the CPU at toy scale: the same probe
 (DeepSpeed ZeRO-2 through the tune stage's engine and step), the same LastFM stage (tune CLI,
-evaluation API, paired comparisons), the wheel's two-part journey."""
+evaluation API, paired comparisons), the learnability call, the wheel's two-part journey."""
 
 from __future__ import annotations
 
@@ -70,3 +70,8 @@ def test_smoke_rehearsal(tmp_path):
     for p in res["paired"]:
         assert p["sets"] == [0, 1] and p["ci"][0] <= p["diff"] <= p["ci"][1]
     assert "| LLaRA (rank) - SASRec (rank) | hr@1 |" in proc.stdout  # the printed table
+    learn = json.loads((tmp_path / "learnability.json").read_text())  # the last pass: both variants
+    assert {(r["method"], r["mode"]) for r in learn["rows"]} == {("SASRec", "rank"), ("hybrid", "rank"),
+                                                                 ("text_only", "rank")}
+    assert learn["settings"]["projector_lr"] == 0.01 and learn["settings"]["samples"] == 8
+    assert [(q["method_a"], q["method_b"]) for q in learn["paired"]] == [("hybrid", "text_only")]

