@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,9 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\ntimings (s): {result['timings']}")
 
 
-def run(a: argparse.Namespace) -> dict[str, Any]:
+def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = None) -> dict[str, Any]:
+    """Build the data and SASRec, tune and evaluate each variant (all cached), print and return the table;
+    ``after_tune(variant, folder)`` runs after each variant is tuned, before it is evaluated."""
     import pyarrow.parquet as pq
 
     from llara.evaluate.seqrec_ranker import seqrec_predictions
@@ -186,8 +189,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     metrics["SASRec"] = json.loads((sp / "metrics.json").read_text())
     for v in a.variants:
         t = time.perf_counter()
-        tune(out, data, sas, base, v, a)
+        tuned = tune(out, data, sas, base, v, a)
         timings[f"{v}_tune"] = round(time.perf_counter() - t, 1)
+        if after_tune is not None:
+            after_tune(v, tuned)
         t = time.perf_counter()
         p = evaluate(out, data, sas, base, v, a)
         timings[f"{v}_evaluate"] = round(time.perf_counter() - t, 1)

@@ -93,3 +93,14 @@ def test_tuned_model_end_to_end(tiny_llm, tmp_path):
         evaluate_from_settings({"splits": ["test"]}, base_dir=tiny_llm["base"], items_path=d / "items.parquet",
                                split_paths={}, predictions_path=tmp_path / "x", metrics_path=tmp_path / "y",
                                dataset="lastfm", method="llara")
+
+
+def test_rank_mode_reads_the_cache_of_either_transformers_release():
+    """transformers 5.24 (pinned) names a forward pass's key/value cache ``cache``; 5.17 (the GPU image's)
+    ``past_key_values``: rank mode failed there with AttributeError before it read both."""
+    from types import SimpleNamespace
+
+    from llara.llm.inference import _cache_of
+
+    assert _cache_of(SimpleNamespace(cache="new", past_key_values=None)) == "new"
+    assert _cache_of(SimpleNamespace(past_key_values="old")) == "old"

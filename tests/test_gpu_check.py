@@ -88,3 +88,50 @@ def test_smoke_rehearsal(tmp_path):
                                                                  ("text_only", "rank")}
     assert learn["settings"]["projector_lr"] == 0.01 and learn["settings"]["samples"] == 8
     assert [(q["method_a"], q["method_b"]) for q in learn["paired"]] == [("hybrid", "text_only")]
+    # the tuned artefacts a call returns before evaluating, and `finish` evaluating them elsewhere
+    for name in ("lastfm", "learnability_hybrid", "learnability_text_only"):
+        kept = tmp_path / "tuned" / name
+        assert (kept / "adapter" / "adapter_model.safetensors").is_file() and (kept / "settings.json").is_file()
+    again = json.loads((tmp_path / "finish" / "lastfm.json").read_text())
+    for mode in ("generate", "rank"):  # the same figures (rows/s aside)
+        assert again["metrics"]["LLaRA"][mode]["per_set"] == res["metrics"]["LLaRA"][mode]["per_set"]
+    assert again["tune"] == res["tune"] and again["timings"]["evaluated"].startswith("here")
+    assert json.loads((tmp_path / "finish" / "learnability.json").read_text())["rows"] == learn["rows"]
+
+
+def _top_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_device_has_every_module_the_gpu_path_imports():
+    """Every third-party module the package imports (anywhere, also inside functions; the data stage, which
+    runs on the CPU, aside) and every requirement of the carried wheels is in the device image or carried:
+    a missing one (jsonschema, found on an H200) fails the device call after its start."""
+    import importlib.metadata as md
+    import re
+
+    import prepare
+
+    have = {n.lower() for n in (*prepare.DEVICE_IMAGE, *prepare.DEVICE_LACKS)}
+    dists = md.packages_distributions()
+    needed = {}
+    for f in (REPO / "src" / "llara").rglob("*.py"):
+        if "data" in f.relative_to(REPO / "src" / "llara").parts[:1]:
+            continue
+        for mod in _top_imports(f) - set(sys.stdlib_module_names) - {"llara", "__future__"}:
+            for dist in dists.get(mod, [mod]):
+                needed.setdefault(dist.lower().replace("_", "-"), f.name)
+    for dist in prepare.DEVICE_LACKS:
+        for req in md.requires(dist) or []:
+            if "extra ==" not in req:
+                needed.setdefault(re.split(r"[ <>=!;(\[]", req, maxsplit=1)[0].lower().replace("_", "-"), dist)
+    missing = {d: by for d, by in needed.items() if d not in have}
+    assert not missing, f"not on the device image nor in prepare.DEVICE_LACKS: {missing}"

@@ -175,3 +175,21 @@ def test_snakemake_dry_run_lists_llm_rules(tmp_path):
     text = res.stdout + res.stderr
     assert "rule tune:" in text and "rule tune_variant:" in text and "rule base_llm:" in text
     assert "logs/tune/lastfm_sasrec.log" in text
+
+
+def test_stale_build_locks_names_a_lock_a_killed_build_left(tmp_path, monkeypatch):
+    """A DeepSpeed op build killed mid-way leaves ``<extensions>/<py>_cpu/<op>/lock``; every later tune then
+    waits on it without a word. The tune names such a lock (older than 10 min) in its log before it waits."""
+    import os
+    import time
+
+    from llara.llm.train import stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    old, fresh = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "other_op" / "lock"
+    for p in (old, fresh):
+        p.parent.mkdir(parents=True)
+        p.touch()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert stale_build_locks() == [old]  # a build in progress (fresh lock) is left alone
+    assert stale_build_locks(max_age_s=7200) == []

