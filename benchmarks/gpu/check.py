@@ -550,6 +550,9 @@ def cmd_lastfm(a: argparse.Namespace) -> None:
 
 def cmd_finish(a: argparse.Namespace) -> None:
     """Here, on the CPU: evaluate the tuned models a device call returned under ``--returned`` (its files_at)."""
+    if a.returned is None or not (a.returned / "tuned").is_dir():
+        raise SystemExit(f"finish: --returned must name the folder a device call's files came back to (with a tuned/ "
+                         f"folder inside); got {a.returned}")
     common, work = a.bundle / "common", a.bundle / "finish"
     base, base_s = stashed_base(a.bundle, stash=a.bundle / "cpu")
     print(f"base LLM ready in {base_s:.0f} s", flush=True)
