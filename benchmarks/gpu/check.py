@@ -503,7 +503,7 @@ def run_learnability(prebuilt: Path, base: Path | None, work: Path, out: Path, a
 
 def finish_returned(returned: Path, lastfm_inputs: tuple[Path, Path] | None, learn_prebuilt: Path | None,
                     base: Path | None, work: Path, out: Path, evals: dict[str, Any],
-                    learn_args: list[str] = ()) -> list[str]:
+                    learn_args: list[str] | None = None) -> list[str]:
     """Evaluate here what a device call tuned but could not evaluate in time: ``returned/tuned/lastfm`` with
     ``score_lastfm`` (``lastfm_inputs``: the data and SASRec folders it was tuned on) and every
     ``returned/tuned/learnability_<variant>`` with the learnability benchmark (tuning skipped: the returned
@@ -524,7 +524,7 @@ def finish_returned(returned: Path, lastfm_inputs: tuple[Path, Path] | None, lea
         for f, v in zip(found, variants):
             if not (lw / v / "projector.safetensors").is_file():
                 shutil.copytree(f.parent, lw / v, ignore=shutil.ignore_patterns("settings.json"))
-        run_learnability(learn_prebuilt, base, lw, out, [*settings[0]["args"], *learn_args, "--variants", *variants])
+        run_learnability(learn_prebuilt, base, lw, out, [*settings[0]["args"], *(learn_args or []), "--variants", *variants])
         done.append("learnability: " + ", ".join(variants))
     return done
 
@@ -550,16 +550,17 @@ def cmd_lastfm(a: argparse.Namespace) -> None:
 
 def cmd_finish(a: argparse.Namespace) -> None:
     """Here, on the CPU: evaluate the tuned models a device call returned under ``--returned`` (its files_at)."""
-    if a.returned is None or not (a.returned / "tuned").is_dir():
-        raise SystemExit(f"finish: --returned must name the folder a device call's files came back to (with a tuned/ "
-                         f"folder inside); got {a.returned}")
+    tuned = a.returned / "tuned" if a.returned else None
+    if tuned is None or not ((tuned / "lastfm").is_dir() or any(tuned.glob("learnability_*/settings.json"))):
+        raise SystemExit(f"finish: --returned must name the folder a device call's files came back to, with "
+                         f"tuned/lastfm/ or tuned/learnability_<variant>/ inside; got {a.returned}")
     common, work = a.bundle / "common", a.bundle / "finish"
     base, base_s = stashed_base(a.bundle, stash=a.bundle / "cpu")
     print(f"base LLM ready in {base_s:.0f} s", flush=True)
     evals = {"k": 5, "dtype": "float32", "batch_size": 16, "rank_batch_size": 4}
     done = finish_returned(a.returned, (common / "data", common / "sasrec"), common / "learnability", base, work,
                            a.out, evals, ["--threads", str(os.cpu_count() or 1)])
-    print(f"evaluated: {done or 'nothing (no tuned/ folder under ' + str(a.returned) + ')'}")
+    print(f"evaluated: {', '.join(done)}")
 
 
 def cmd_smoke(a: argparse.Namespace) -> None:

@@ -233,14 +233,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def stale_build_locks(max_age_s: float = 600.0) -> list[Path]:
-    """Lock files of torch extension builds (DeepSpeed JIT-builds its ops there on first use, ~1.5 min) older
-    than ``max_age_s``: left by a build that was killed, they make every later run wait forever."""
+def stale_build_locks(max_age_s: float = 600.0) -> list[tuple[Path, float]]:
+    """(lock file, age in s) of torch extension builds (DeepSpeed JIT-builds its ops there on first use,
+    ~1.5 min) older than ``max_age_s``: left by a build that was killed, they make every later run wait forever."""
     import torch.utils.cpp_extension as cpp
 
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp.get_default_build_root())
-    now = time.time()
-    return sorted(p for p in root.glob("*/*/lock") if now - p.stat().st_mtime > max_age_s)
+    now, stale = time.time(), []
+    for p in sorted(root.glob("*/*/lock")):
+        try:
+            age = now - p.stat().st_mtime
+        except OSError:  # gone meanwhile: a build just finished
+            continue
+        if age > max_age_s:
+            stale.append((p, age))
+    return stale
 
 
 def _cuda_count() -> int:
@@ -399,10 +406,9 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     t_start = time.perf_counter()
     on_gpu = _cuda_count() > 0
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, on_gpu))
-    for lock in stale_build_locks():
+    for lock, age in stale_build_locks():
         log.warning("%s is %.0f min old: a DeepSpeed op build that was killed left it, and DeepSpeed waits for it "
-                    "to go (a silent hang). If no other job is building ops, delete it: rm %s",
-                    lock, (time.time() - lock.stat().st_mtime) / 60, lock)
+                    "to go (a silent hang). If no other job is building ops, delete it: rm %s", lock, age / 60, lock)
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if threads:
