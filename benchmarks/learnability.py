@@ -1,8 +1,8 @@
 """Learnability: can the tuned LLM use what only the behavioural tokens carry?
 
     .venv/bin/python benchmarks/learnability.py [--base resources/llm/smollm2-135m-instruct]
-        [--out results/learnability] [--items 400] [--genres 8] [--candidates 5] [--samples 1024]
-        [--variants hybrid text_only id_only]
+        [--out results/learnability] [--items 400] [--genres 8] [--candidates 5] [--samples 8000]
+        [--variants hybrid text_only id_only] [--threads 2] [--jobs 1]
 
 A synthetic dataset (``llara.data.synthetic``): random, meaningless titles; items belong to hidden
 genres; a row is a session of ``--history`` items of one genre and its target is another item of that
@@ -15,8 +15,9 @@ embeddings carry them to the LLM through the projector. The variants are the pip
 train with p(hybrid) = 1 by default (``--curriculum linear``: the pipeline's tau/T),
 each tuned by ``python -m llara.llm.train`` (DeepSpeed) and evaluated by ``llara.evaluate`` on every
 stored candidate set of the held-out test rows; SASRec is scored on the same rows and sets. Short
-prompts (raw format, one short template): about an hour on 2 CPU cores (docs/learnability.md). Each stage's
-outputs are kept: a rerun resumes where it stopped.
+prompts (raw format, one short template), 500 steps of 16 per variant: ~90 min of tuning for hybrid and
+text-only side by side (``--jobs 2``) on 2 CPU cores, then ~9 min of evaluation each (docs/learnability.md).
+Each stage's outputs are kept, and a tune resumes from its last checkpoint: a rerun goes on where it stopped.
 
 Prints one table (HR@1 beside chance, paired differences with 95% bootstrap intervals) and writes
 ``learnability.json``.
@@ -70,15 +71,15 @@ def build_sasrec(out: Path, data: Path, a: argparse.Namespace) -> Path:
     return sas
 
 
-def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse.Namespace) -> Path:
-    """One variant through the tune stage's CLI (DeepSpeed, the pipeline's code); cached."""
+def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse.Namespace, threads: int) -> Path:
+    """One variant through the tune stage's CLI (DeepSpeed, the pipeline's code) on ``threads`` CPU threads;
+    cached."""
     from llara.llm.workflow import tune_settings
 
     d = out / variant
     if (d / "projector.safetensors").is_file():
         return d
     templates = out / "templates.yaml"
-    templates.write_text(json.dumps({"datasets": {"synthetic": "synthetic"}, "domains": {"synthetic": [TEMPLATE]}}))
     variant_cfg = dict(VARIANTS[variant])
     if a.curriculum and variant_cfg["representation"] != "text":
         variant_cfg["curriculum"] = a.curriculum
@@ -90,10 +91,38 @@ def tune(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse
     cmd = [sys.executable, "-m", "llara.llm.train", "--config-json", json.dumps(cfg), "--base", str(base),
            "--items", str(data / "items.parquet"), "--train", str(data / "train.parquet"),
            "--embeddings", str(sas / "item_embeddings.parquet"), "--templates", str(templates),
-           "--out-dir", str(d), "--ckpt-dir", str(out / f"{variant}_ckpt"), "--threads", str(a.threads),
+           "--out-dir", str(d), "--ckpt-dir", str(out / f"{variant}_ckpt"), "--threads", str(threads),
            "--log", str(out / f"{variant}.log")]
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     return d
+
+
+def tune_all(out: Path, data: Path, sas: Path, base: Path, a: argparse.Namespace,
+             after_tune: Callable[[str, Path], None] | None) -> dict[str, float]:
+    """Tune every variant of ``a.variants``, up to ``a.jobs`` at a time (no more than are left to tune), the
+    ``a.threads`` split among them: on 2 cores two one-thread tunes train more tokens/s in all than one
+    two-thread tune (docs/learnability.md). ``after_tune(variant, folder)`` runs as each one ends. Returns the
+    seconds each took."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    (out / "templates.yaml").write_text(json.dumps({"datasets": {"synthetic": "synthetic"},
+                                                    "domains": {"synthetic": [TEMPLATE]}}))
+    pending = [v for v in a.variants if not (out / v / "projector.safetensors").is_file()]
+    jobs = max(1, min(a.jobs, len(pending)))
+    threads = max(1, a.threads // jobs)
+
+    def one(variant: str) -> tuple[Path, float]:
+        t = time.perf_counter()
+        return tune(out, data, sas, base, variant, a, threads), round(time.perf_counter() - t, 1)
+
+    seconds: dict[str, float] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {pool.submit(one, v): v for v in a.variants}
+        for done in as_completed(running):
+            folder, seconds[running[done]] = done.result()
+            if after_tune is not None:
+                after_tune(running[done], folder)
+    return seconds
 
 
 def evaluate(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argparse.Namespace) -> Path:
@@ -158,8 +187,9 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = None) -> dict[str, Any]:
-    """Build the data and SASRec, tune and evaluate each variant (all cached), print and return the table;
-    ``after_tune(variant, folder)`` runs after each variant is tuned, before it is evaluated."""
+    """Build the data and SASRec, tune (``a.jobs`` at a time) and then evaluate each variant (all cached), print
+    and return the table; ``after_tune(variant, folder)`` runs as each variant's tuning ends, before any is
+    evaluated."""
     import pyarrow.parquet as pq
 
     from llara.evaluate.seqrec_ranker import seqrec_predictions
@@ -187,12 +217,9 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
                            sp / "predictions.parquet", sp / "metrics.json", seed=a.seed)
     preds["SASRec"] = pq.read_table(sp / "predictions.parquet")
     metrics["SASRec"] = json.loads((sp / "metrics.json").read_text())
+    for v, s in tune_all(out, data, sas, base, a, after_tune).items():
+        timings[f"{v}_tune"] = s
     for v in a.variants:
-        t = time.perf_counter()
-        tuned = tune(out, data, sas, base, v, a)
-        timings[f"{v}_tune"] = round(time.perf_counter() - t, 1)
-        if after_tune is not None:
-            after_tune(v, tuned)
         t = time.perf_counter()
         p = evaluate(out, data, sas, base, v, a)
         timings[f"{v}_evaluate"] = round(time.perf_counter() - t, 1)
@@ -219,13 +246,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--history", type=int, default=3)
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--sets", type=int, default=5)
-    ap.add_argument("--samples", type=int, default=1024, help="tuning samples the LLM sees per epoch")
+    ap.add_argument("--samples", type=int, default=8000, help="tuning samples the LLM sees per epoch")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--micro", type=int, default=8)
+    ap.add_argument("--micro", type=int, default=16)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--projector-lr", type=float, default=None,
-                    help="the projector's peak lr (tune.projector_lr); default: --lr, as the authors")
+    ap.add_argument("--projector-lr", type=float, default=1e-2,
+                    help="the projector's peak lr (tune.projector_lr; the authors use one lr for both)")
     ap.add_argument("--min-lr", type=float, default=None,
                     help="cosine floor (default lr/100); = --lr gives a constant lr after the warm-up")
     ap.add_argument("--curriculum", choices=["linear", "hybrid_only"], default="hybrid_only",
@@ -233,7 +260,9 @@ def parser() -> argparse.ArgumentParser:
                          "in a run this short leaves few behavioural-token steps at a useful learning rate")
     ap.add_argument("--seqrec-epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads in all (split among --jobs tunes)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="variants tuned at once, each on threads/jobs threads (the evaluations follow, one at a time)")
     return ap
 
 

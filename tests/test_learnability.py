@@ -27,7 +27,7 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
     bench = _benchmark()
     args = ["--out", str(tmp_path), "--tiny", "32", "--items", "48", "--genres", "4", "--train-rows", "3000",
             "--eval-rows", "24", "--sets", "2", "--samples", "16", "--micro", "4", "--batch", "8",
-            "--seqrec-epochs", "10"]
+            "--seqrec-epochs", "10", "--jobs", "2"]
     result = bench.run(bench.parser().parse_args(args))
     assert result["chance_hr@1"] == pytest.approx(1 / 5) and result["chance_hr@5"] == 1.0
     rows = {(r["method"], r["mode"]): r for r in result["rows"]}

@@ -18,8 +18,8 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
             ``llara.evaluate`` on all 5 stored candidate sets of the test split in generate and rank
             mode; the zero-shot model and the SASRec backbone scored on the same rows and sets;
             paired differences with 95% bootstrap intervals.
-``learnability``  ``benchmarks/learnability.py`` (synthetic genres, built on the CPU and carried) at a step
-            count the CPU cannot afford: hybrid (projector lr 1e-2) and text-only tuned by the tune CLI
+``learnability``  ``benchmarks/learnability.py`` (synthetic genres, built on the CPU and carried), twice the
+            CPU default's steps in minutes: hybrid (projector lr 1e-2) and text-only tuned by the tune CLI
             in bf16 on the same base model, scored on every stored set; the JSON is rewritten after each
             variant, so a call cut short still returns what finished.
 ``stash``   Only keeps the first model part on the machine (when the probe has already been measured).
@@ -55,7 +55,7 @@ TOY_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4
 GIB = 1024 ** 3
 TARGET_GIB = 24.0  # the card users ask about most (LLaRA's issue tracker: OOM on 24 GB)
 STASH = Path("/tmp/llara-gpu")  # survives between two calls while the device machine stays warm
-# the learnability run a GPU affords (the CPU default is 64 steps): 1,000 steps of 16, hybrid then text-only
+# the learnability run on a GPU: 1,000 steps of 16 (the CPU default is 500, ~90 min a variant), hybrid then text-only
 LEARNABILITY_GPU = ["--variants", "hybrid", "text_only", "--samples", "16000", "--micro", "16", "--batch", "16",
                     "--lr", "2e-3", "--projector-lr", "1e-2", "--threads", "8"]
 
