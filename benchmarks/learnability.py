@@ -194,6 +194,9 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
 
     from llara.evaluate.seqrec_ranker import seqrec_predictions
 
+    if a.jobs < 1 or a.threads < 1:
+        raise SystemExit(f"learnability: --jobs and --threads must be at least 1; got --jobs {a.jobs}, "
+                         f"--threads {a.threads}")
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

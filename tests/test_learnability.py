@@ -51,3 +51,10 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
     stamp = {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
     bench.run(bench.parser().parse_args(args))
     assert stamp == {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
+
+
+def test_learnability_refuses_no_jobs_before_any_work(tmp_path):
+    bench = _benchmark()
+    with pytest.raises(SystemExit, match="--jobs and --threads must be at least 1; got --jobs 0"):
+        bench.run(bench.parser().parse_args(["--out", str(tmp_path / "out"), "--tiny", "32", "--jobs", "0"]))
+    assert not (tmp_path / "out").exists()
