@@ -140,6 +140,32 @@ def evaluate(out: Path, data: Path, sas: Path, base: Path, variant: str, a: argp
     return d / "predictions.parquet"
 
 
+def loss_curve(train_log: Path, candidates: int, samples_per_step: int, windows: int = 10) -> dict[str, Any]:
+    """The tune's answer-token loss as means over ``windows`` equal runs of steps, beside the *random-pick
+    line*: the loss of a model that writes every title perfectly but picks one of ``candidates`` at random,
+    ln(candidates) / answer tokens per sample. Each step trains on rows not seen before (one epoch), so the
+    curve is a held-out one. ``below_from_step``: the first step of the earliest window from which every
+    window's mean stays under the line (None when the last window is not under it)."""
+    import math
+
+    import numpy as np
+
+    from llara.report.plots import read_train_log
+
+    log = read_train_log(train_log)
+    steps, loss = log["step"], log["loss"]
+    if steps.size == 0:
+        raise ValueError(f"{train_log}: no steps logged")
+    line = math.log(candidates) / (float(log["answer_tokens"].sum()) / (steps.size * samples_per_step))
+    parts = np.array_split(np.arange(steps.size), min(windows, steps.size))
+    means = [round(float(loss[i].mean()), 4) for i in parts]
+    under = [m < line for m in means]
+    first = next((w for w in range(len(parts)) if all(under[w:])), None)
+    return {"windows": [[int(steps[i[0]]), int(steps[i[-1]])] for i in parts], "mean_loss": means,
+            "random_pick_loss": round(line, 4),
+            "below_from_step": None if first is None else int(steps[parts[first][0]])}
+
+
 def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argparse.Namespace,
               timings: dict[str, float]) -> dict[str, Any]:
     from llara.evaluate.compare import paired_difference
@@ -158,8 +184,10 @@ def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argp
                 metric = "strict_hr@1" if mode == "generate" else "hr@1"
                 r = paired_difference(preds[name], preds[base_name], "test", mode, mode, metric, seed=a.seed)
                 paired.append({**r, "method_a": name, "method_b": base_name, "mode": mode})
+    loss = {v: loss_curve(out / v / "train_log.csv", a.candidates, a.batch) for v in a.variants}
     result = {"settings": vars(a) | {"out": str(a.out), "base": str(a.base)}, "chance_hr@1": 1 / a.candidates,
-              "chance_hr@5": min(1.0, 5 / a.candidates), "rows": rows, "paired": paired, "timings": timings}
+              "chance_hr@5": min(1.0, 5 / a.candidates), "rows": rows, "paired": paired, "loss": loss,
+              "timings": timings}
     (out / "learnability.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
@@ -183,6 +211,16 @@ def print_table(result: dict[str, Any]) -> None:
         for p in result["paired"]:
             print(f"| {p['method_a']} - {p['method_b']} | {p['mode']} | {p['metric']} | {p['diff']:+.3f} "
                   f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] |")
+    if result.get("loss"):
+        curves = result["loss"]
+        first = next(iter(curves.values()))
+        print("\nTraining loss on the answer tokens, mean per window of steps (each step on rows not seen before); "
+              "random pick: perfect titles, a random candidate (ln candidates / answer tokens per sample)")
+        print("| variant | " + " | ".join(f"{w0}-{w1}" for w0, w1 in first["windows"]) + " | random pick | under it from step |")
+        print("| --- |" + " --- |" * (len(first["windows"]) + 2))
+        for v, c in curves.items():
+            print(f"| {v} | " + " | ".join(f"{m:.2f}" for m in c["mean_loss"]) +
+                  f" | {c['random_pick_loss']:.2f} | {c['below_from_step'] if c['below_from_step'] is not None else '-'} |")
     print(f"\ntimings (s): {result['timings']}")
 
 

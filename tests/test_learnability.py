@@ -5,13 +5,14 @@ the benchmark running and checks what the toy scale can show: SASRec's embedding
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +23,7 @@ def _benchmark():
     return mod
 
 
+@pytest.mark.slow
 def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     bench = _benchmark()
@@ -46,6 +48,11 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
     assert "chance HR@1 = 0.200" in out and "| hybrid - text_only | rank | hr@1 |" in out
     logs = {v: (tmp_path / f"{v}.log").read_text() for v in bench.VARIANTS}
     assert all("step 2/2" in t for t in logs.values()), logs  # 16 samples / 8 per step, the tune CLI's log
+    for v in bench.VARIANTS:  # the tune's own train_log.csv, one window per step at 2 steps
+        curve = result["loss"][v]
+        assert curve["windows"] == [[1, 1], [2, 2]] and len(curve["mean_loss"]) == 2, curve
+        assert curve["random_pick_loss"] > 0
+    assert "| variant | 1-1 | 2-2 | random pick | under it from step |" in out
 
     # a rerun reuses every stage's outputs
     stamp = {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
@@ -58,3 +65,31 @@ def test_learnability_refuses_no_jobs_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="--jobs and --threads must be at least 1; got --jobs 0"):
         bench.run(bench.parser().parse_args(["--out", str(tmp_path / "out"), "--tiny", "32", "--jobs", "0"]))
     assert not (tmp_path / "out").exists()
+
+
+def _write_log(path: Path, losses: list[float], answer_tokens: int) -> None:
+    from llara.llm.train import LOG_COLUMNS
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        w.writeheader()
+        for i, loss in enumerate(losses, 1):
+            w.writerow({"step": i, "loss": loss, "lr": 1e-3, "hybrid_share": 1.0, "tokens_per_s": 100.0, "epoch": 0,
+                        "tokens": 400, "answer_tokens": answer_tokens, "step_s": 1.0})
+
+
+def test_loss_curve_windows_and_random_pick_line(tmp_path):
+    bench = _benchmark()
+    log = tmp_path / "train_log.csv"
+    # 20 steps of 4 samples, 8 answer tokens a step: 2 per sample, so the line is ln 5 / 2 = 0.805
+    losses = [1.2, 1.0, 0.9, 0.9, 0.7, 0.9, 0.9, 0.9, 0.5, 0.4] + [0.3] * 10
+    _write_log(log, losses, answer_tokens=8)
+    c = bench.loss_curve(log, candidates=5, samples_per_step=4, windows=10)
+    assert c["random_pick_loss"] == pytest.approx(math.log(5) / 2, abs=1e-4)
+    assert c["windows"][0] == [1, 2] and c["windows"][-1] == [19, 20] and len(c["windows"]) == 10
+    assert c["mean_loss"][:5] == pytest.approx([1.1, 0.9, 0.8, 0.9, 0.45])
+    # window 3 (steps 5-6) is under the line but window 4 is not: it counts from step 9
+    assert c["below_from_step"] == 9
+    _write_log(log, [0.3] * 19 + [2.0], answer_tokens=8)
+    assert bench.loss_curve(log, candidates=5, samples_per_step=4, windows=20)["below_from_step"] is None
+    assert bench.loss_curve(log, candidates=5, samples_per_step=4, windows=3)["windows"] == [[1, 7], [8, 14], [15, 20]]
