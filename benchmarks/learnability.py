@@ -18,6 +18,8 @@ stored candidate set of the held-out test rows; SASRec is scored on the same row
 prompts (raw format, one short template), 500 steps of 16 per variant: ~90 min of tuning for hybrid and
 text-only side by side (``--jobs 2``) on 2 CPU cores, then ~9 min of evaluation each (docs/learnability.md).
 Each stage's outputs are kept, and a tune resumes from its last checkpoint: a rerun goes on where it stopped.
+``--out/settings.json`` records the arguments the outputs are built with; a rerun there with other ones stops
+and names them (add variants freely; ``--threads``/``--jobs`` only change the speed).
 
 Prints one table (HR@1 beside chance, paired differences with 95% bootstrap intervals) and writes
 ``learnability.json``.
@@ -40,6 +42,32 @@ TEMPLATE = "A user chose {history}. Candidates: {candidates}. The next choice is
 VARIANTS = {"hybrid": {"representation": "hybrid", "curriculum": "linear"},   # LLaRA
             "text_only": {"representation": "text", "curriculum": "none"},   # TALLRec-style
             "id_only": {"representation": "id", "curriculum": "linear"}}     # behavioural tokens only
+
+
+# the arguments that shape a cached output (data, SASRec, tuned variants, predictions); --variants may grow,
+# --threads/--jobs only change the speed
+SHAPING = ("base", "tiny", "modes", "items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets",
+           "samples", "epochs", "micro", "batch", "lr", "projector_lr", "min_lr", "curriculum", "seqrec_epochs", "seed")
+
+
+def check_settings(out: Path, a: argparse.Namespace) -> None:
+    """Record in ``out/settings.json`` the arguments its outputs are built with, or, when it holds outputs of
+    other ones, stop naming each that differs: outputs are cached by file, so a rerun with, say, another
+    ``--samples`` would otherwise report the old tunes under the new settings. Nothing is removed."""
+    want = {k: str(Path(v).resolve()) if k == "base" and v else v for k, v in vars(a).items() if k in SHAPING}
+    f = out / "settings.json"
+    if f.is_file():
+        have = json.loads(f.read_text())
+        diff = {k: (have.get(k), want[k]) for k in SHAPING if have.get(k) != want[k]}
+        if diff:
+            raise SystemExit(f"learnability: {out} holds outputs built with other settings ({f}): "
+                             + "; ".join(f"--{k.replace('_', '-')} was {old!r}, now {new!r}" for k, (old, new) in diff.items())
+                             + ". Pass another --out, or the settings it was built with.")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text(json.dumps(want, indent=2) + "\n")
+    tmp.replace(f)
 
 
 def _config() -> dict[str, Any]:
@@ -236,7 +264,7 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
         raise SystemExit(f"learnability: --jobs and --threads must be at least 1; got --jobs {a.jobs}, "
                          f"--threads {a.threads}")
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, a)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = build_data(out, a)

@@ -93,3 +93,20 @@ def test_loss_curve_windows_and_random_pick_line(tmp_path):
     _write_log(log, [0.3] * 19 + [2.0], answer_tokens=8)
     assert bench.loss_curve(log, candidates=5, samples_per_step=4, windows=20)["below_from_step"] is None
     assert bench.loss_curve(log, candidates=5, samples_per_step=4, windows=3)["windows"] == [[1, 7], [8, 14], [15, 20]]
+
+
+def test_rerun_with_other_settings_stops_before_reusing_outputs(tmp_path):
+    """Outputs are cached by file: a rerun into the same --out with other settings would report the old tunes
+    under the new settings, so it stops, naming each argument that differs, and changes nothing."""
+    bench = _benchmark()
+    out = tmp_path / "out"
+    first = ["--out", str(out), "--tiny", "32", "--samples", "16", "--seed", "42"]
+    bench.check_settings(out, bench.parser().parse_args(first))
+    record = (out / "settings.json").read_text()
+    assert json.loads(record)["samples"] == 16 and "threads" not in json.loads(record)
+    bench.check_settings(out, bench.parser().parse_args([*first, "--threads", "1", "--jobs", "2"]))  # speed only
+    other = ["--out", str(out), "--tiny", "32", "--samples", "32", "--seed", "43"]
+    with pytest.raises(SystemExit, match=r"--samples was 16, now 32; --seed was 42, now 43\. Pass another --out"):
+        bench.run(bench.parser().parse_args(other))
+    assert (out / "settings.json").read_text() == record
+    assert sorted(p.name for p in out.iterdir()) == ["settings.json"]  # nothing built, nothing removed
