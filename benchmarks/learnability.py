@@ -57,7 +57,13 @@ def check_settings(out: Path, a: argparse.Namespace) -> None:
     want = {k: str(Path(v).resolve()) if k == "base" and v else v for k, v in vars(a).items() if k in SHAPING}
     f = out / "settings.json"
     if f.is_file():
-        have = json.loads(f.read_text())
+        try:
+            have = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            have = None
+        if not isinstance(have, dict):
+            raise SystemExit(f"learnability: {f} is not a settings record (a JSON object of arguments) this benchmark "
+                             "wrote; pass another --out")
         diff = {k: (have.get(k), want[k]) for k in SHAPING if have.get(k) != want[k]}
         if diff:
             raise SystemExit(f"learnability: {out} holds outputs built with other settings ({f}): "

@@ -110,3 +110,9 @@ def test_rerun_with_other_settings_stops_before_reusing_outputs(tmp_path):
         bench.run(bench.parser().parse_args(other))
     assert (out / "settings.json").read_text() == record
     assert sorted(p.name for p in out.iterdir()) == ["settings.json"]  # nothing built, nothing removed
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "settings.json").write_text("my notes")
+    with pytest.raises(SystemExit, match=r"theirs/settings.json is not a settings record"):
+        bench.check_settings(foreign, bench.parser().parse_args(["--out", str(foreign)]))
+    assert (foreign / "settings.json").read_text() == "my notes"
