@@ -48,6 +48,8 @@ VARIANTS = {"hybrid": {"representation": "hybrid", "curriculum": "linear"},   # 
 # --threads/--jobs only change the speed
 SHAPING = ("base", "tiny", "modes", "items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets",
            "samples", "epochs", "micro", "batch", "lr", "projector_lr", "min_lr", "curriculum", "seqrec_epochs", "seed")
+# the ones that shape the data and SASRec alone (what benchmarks/gpu/prepare.py builds ahead for the device)
+DATA_SHAPING = ("items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets", "seqrec_epochs", "seed")
 
 
 def check_settings(out: Path, a: argparse.Namespace) -> None:
@@ -74,6 +76,28 @@ def check_settings(out: Path, a: argparse.Namespace) -> None:
     tmp = f.with_name(f.name + ".tmp")
     tmp.write_text(json.dumps(want, indent=2) + "\n")
     tmp.replace(f)
+
+
+def check_prebuilt(prebuilt: Path, a: argparse.Namespace) -> None:
+    """Stop, naming each difference, when the data and SASRec built ahead in ``prebuilt`` (by
+    ``benchmarks/gpu/prepare.py``, which records its arguments in ``prebuilt/settings.json``) were built with
+    other data-shaping arguments than ``a``: a run on them would report, say, a ``--seed 43`` tune on seed-42
+    data."""
+    f = prebuilt / "settings.json"
+    try:
+        have = json.loads(f.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        have = None
+    if not isinstance(have, dict):
+        raise SystemExit(f"learnability: {f} is missing or not a settings record, so what the data and SASRec in "
+                         f"{prebuilt} were built with is unknown; rebuild them with benchmarks/gpu/prepare.py")
+    diff = {k: (have.get(k), getattr(a, k)) for k in DATA_SHAPING if have.get(k) != getattr(a, k)}
+    if diff:
+        raise SystemExit(f"learnability: the data and SASRec in {prebuilt} were built with other settings: "
+                         + "; ".join(f"--{k.replace('_', '-')} {old!r} there, {new!r} asked for"
+                                     for k, (old, new) in diff.items())
+                         + ". Drop those options, or rebuild with benchmarks/gpu/prepare.py after changing its "
+                           "arguments.")
 
 
 def _config() -> dict[str, Any]:

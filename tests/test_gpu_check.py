@@ -46,6 +46,27 @@ def test_stash_keeps_part1_for_a_later_call(tmp_path, monkeypatch):
     assert out.read_bytes() == blob.read_bytes()  # ... and a later call, carrying part2, joins them
 
 
+def test_learnability_call_refuses_data_built_for_other_settings(tmp_path):
+    """The device call tunes on data and SASRec built ahead by prepare.py: a call asking for another seed
+    (or other data settings) stops naming each difference before any copy or tune; tune settings may differ."""
+    import check
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import learnability
+
+    prebuilt, work = tmp_path / "prebuilt", tmp_path / "work"
+    (prebuilt / "data").mkdir(parents=True)
+    learnability.check_settings(prebuilt, learnability.parser().parse_args(["--out", str(prebuilt)]))  # as prepare.py
+    with pytest.raises(SystemExit, match=r"--eval-rows 100 there, 12 asked for; --seed 42 there, 43 asked for\."):
+        check.run_learnability(prebuilt, None, work, tmp_path / "out", ["--seed", "43", "--eval-rows", "12"])
+    assert not work.exists()  # nothing copied, nothing tuned
+    (prebuilt / "settings.json").unlink()
+    with pytest.raises(SystemExit, match=r"prebuilt/settings.json is missing .* rebuild them with benchmarks/gpu/prepare"):
+        check.run_learnability(prebuilt, None, work, tmp_path / "out", [])
+    learnability.check_settings(prebuilt, learnability.parser().parse_args(["--out", str(prebuilt)]))
+    learnability.check_prebuilt(prebuilt, learnability.parser().parse_args(
+        ["--out", str(work), "--samples", "16000", "--threads", "8"]))  # tune settings are the call's own
+
 def test_folded_encoder_keeps_special_ids_and_lengths():
     import torch
 

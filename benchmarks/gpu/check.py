@@ -479,15 +479,18 @@ def stashed_base(bundle: Path, stash: Path = STASH) -> tuple[Path, float]:
 def run_learnability(prebuilt: Path, base: Path | None, work: Path, out: Path, args: list[str]) -> dict[str, Any]:
     """``benchmarks/learnability.py`` on the data and SASRec built on the CPU (``prebuilt``: data/, sasrec/,
     sasrec_ranker/), one variant more per pass so ``out/learnability.json`` holds every finished variant;
-    each tuned variant is kept in ``out/tuned/learnability_<variant>`` before it is evaluated."""
+    each tuned variant is kept in ``out/tuned/learnability_<variant>`` before it is evaluated. Stops first when
+    ``args`` ask for other data settings than ``prebuilt`` was built with (its settings.json)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import learnability
 
+    a = learnability.parser().parse_args(["--out", str(work), *(["--base", str(base)] if base else []), *args])
+    if (prebuilt / "data").is_dir():
+        learnability.check_prebuilt(prebuilt, a)
     work.mkdir(parents=True, exist_ok=True)
     for name in ("data", "sasrec", "sasrec_ranker", "tiny_llama"):
         if (prebuilt / name).is_dir() and not (work / name).exists():
             shutil.copytree(prebuilt / name, work / name)
-    a = learnability.parser().parse_args(["--out", str(work), *(["--base", str(base)] if base else []), *args])
 
     def keep(variant: str, folder: Path) -> None:
         if not (out / "tuned" / f"learnability_{variant}").is_dir():

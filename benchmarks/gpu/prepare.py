@@ -82,6 +82,7 @@ def build_learnability(dest: Path, cores: int) -> None:
     import learnability
 
     a = learnability.parser().parse_args(["--out", str(dest), "--threads", str(cores)])
+    learnability.check_settings(dest, a)  # dest/settings.json: what check.py compares a call's arguments with
     learnability.build_sasrec(dest, learnability.build_data(dest, a), a)
 
 
