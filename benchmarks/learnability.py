@@ -224,6 +224,30 @@ def loss_curve(train_log: Path, candidates: int, samples_per_step: int, windows:
             "below_from_step": None if first is None else int(steps[parts[first][0]])}
 
 
+def genre_separation(items: Path, embeddings: Path) -> float:
+    """How far apart the backbone's item embeddings put the hidden genres (``items.source_id``): the mean
+    squared distance of the genre centroids from the mean embedding over the mean squared distance of an item
+    from its genre's centroid. What the projector has to carry; SASRec can rank every test row right with
+    quite different values (0.88 and 1.63 for seeds 43 and 42 of the default data)."""
+    import numpy as np
+    import polars as pl
+
+    genre = pl.read_parquet(items).select("item_id", "source_id")
+    table = pl.read_parquet(embeddings).join(genre, on="item_id", how="inner")
+    if table.height == 0:
+        raise ValueError(f"{embeddings}: no item ids in common with {items}")
+    x = np.stack(table["embedding"].to_numpy()).astype(np.float64)
+    x -= x.mean(0)
+    labels = table["source_id"].to_numpy()
+    between, within = [], []
+    for g in np.unique(labels):
+        members = x[labels == g]
+        centroid = members.mean(0)
+        between.append(float(centroid @ centroid))
+        within.extend(((members - centroid) ** 2).sum(1))
+    return float(np.mean(between) / np.mean(within))
+
+
 def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argparse.Namespace,
               timings: dict[str, float]) -> dict[str, Any]:
     from llara.evaluate.compare import paired_difference
@@ -243,9 +267,10 @@ def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argp
                 r = paired_difference(preds[name], preds[base_name], "test", mode, mode, metric, seed=a.seed)
                 paired.append({**r, "method_a": name, "method_b": base_name, "mode": mode})
     loss = {v: loss_curve(out / v / "train_log.csv", a.candidates, a.batch) for v in a.variants}
+    separation = genre_separation(out / "data" / "items.parquet", out / "sasrec" / "item_embeddings.parquet")
     result = {"settings": vars(a) | {"out": str(a.out), "base": str(a.base)}, "chance_hr@1": 1 / a.candidates,
               "chance_hr@5": min(1.0, 5 / a.candidates), "rows": rows, "paired": paired, "loss": loss,
-              "timings": timings}
+              "sasrec_genre_separation": round(separation, 4), "timings": timings}
     (out / "learnability.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
@@ -279,6 +304,9 @@ def print_table(result: dict[str, Any]) -> None:
         for v, c in curves.items():
             print(f"| {v} | " + " | ".join(f"{m:.2f}" for m in c["mean_loss"]) +
                   f" | {c['random_pick_loss']:.2f} | {c['below_from_step'] if c['below_from_step'] is not None else '-'} |")
+    if "sasrec_genre_separation" in result:
+        print(f"\nSASRec genre separation (between / within genre spread of its item embeddings): "
+              f"{result['sasrec_genre_separation']:.3f}")
     print(f"\ntimings (s): {result['timings']}")
 
 

@@ -53,6 +53,7 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
         assert curve["windows"] == [[1, 1], [2, 2]] and len(curve["mean_loss"]) == 2, curve
         assert curve["random_pick_loss"] > 0
     assert "| variant | 1-1 | 2-2 | random pick | under it from step |" in out
+    assert result["sasrec_genre_separation"] > 0 and "SASRec genre separation" in out
 
     # a rerun reuses every stage's outputs
     stamp = {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
@@ -116,3 +117,29 @@ def test_rerun_with_other_settings_stops_before_reusing_outputs(tmp_path):
     with pytest.raises(SystemExit, match=r"theirs/settings.json is not a settings record"):
         bench.check_settings(foreign, bench.parser().parse_args(["--out", str(foreign)]))
     assert (foreign / "settings.json").read_text() == "my notes"
+
+
+def test_genre_separation_tells_separated_genres_from_mixed(tmp_path):
+    import numpy as np
+    import polars as pl
+
+    bench = _benchmark()
+    rng = np.random.default_rng(0)
+    genre = np.repeat(np.arange(4), 10)
+    pl.DataFrame({"item_id": np.arange(40), "title": [f"t{i}" for i in range(40)],
+                  "source_id": [f"genre{g}" for g in genre]}).write_parquet(tmp_path / "items.parquet")
+
+    def table(x, name):
+        pl.DataFrame({"item_id": np.arange(len(x)), "embedding": x.astype(np.float32)},
+                     schema_overrides={"embedding": pl.Array(pl.Float32, x.shape[1])}).write_parquet(tmp_path / name)
+        return tmp_path / name
+
+    noise = rng.normal(size=(40, 8))
+    centres = 5 * np.eye(4, 8)[genre]
+    apart = bench.genre_separation(tmp_path / "items.parquet", table(noise + centres, "apart.parquet"))
+    mixed = bench.genre_separation(tmp_path / "items.parquet", table(noise, "mixed.parquet"))
+    assert apart > 1.0 > 0.3 > mixed > 0.0, (apart, mixed)
+    pl.DataFrame({"item_id": [100], "embedding": [[0.0] * 8]},
+                 schema_overrides={"embedding": pl.Array(pl.Float32, 8)}).write_parquet(tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="other.parquet: no item ids in common"):
+        bench.genre_separation(tmp_path / "items.parquet", tmp_path / "other.parquet")
