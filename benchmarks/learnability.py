@@ -52,6 +52,16 @@ SHAPING = ("base", "tiny", "modes", "items", "genres", "train_rows", "eval_rows"
 DATA_SHAPING = ("items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets", "seqrec_epochs", "seed")
 
 
+def previous_timings(out: Path) -> dict[str, float]:
+    """The timings a previous run recorded in ``out/learnability.json`` (empty when there is none or it does
+    not parse): a rerun reuses cached outputs and reports their original cost, not ~0 s."""
+    try:
+        t = json.loads((out / "learnability.json").read_text()).get("timings", {})
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        return {}
+    return {k: v for k, v in t.items() if isinstance(v, (int, float))} if isinstance(t, dict) else {}
+
+
 def check_settings(out: Path, a: argparse.Namespace) -> None:
     """Record in ``out/settings.json`` the arguments its outputs are built with, or, when it holds outputs of
     other ones, stop naming each that differs: outputs are cached by file, so a rerun with, say, another
@@ -159,8 +169,8 @@ def tune_all(out: Path, data: Path, sas: Path, base: Path, a: argparse.Namespace
              after_tune: Callable[[str, Path], None] | None) -> dict[str, float]:
     """Tune every variant of ``a.variants``, up to ``a.jobs`` at a time (no more than are left to tune), the
     ``a.threads`` split among them: on 2 cores two one-thread tunes train more tokens/s in all than one
-    two-thread tune (docs/learnability.md). ``after_tune(variant, folder)`` runs as each one ends. Returns the
-    seconds each took."""
+    two-thread tune (docs/learnability.md). ``after_tune(variant, folder)`` runs as each one ends (cached ones
+    too). Returns the seconds each one tuned here took."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     (out / "templates.yaml").write_text(json.dumps({"datasets": {"synthetic": "synthetic"},
@@ -177,7 +187,9 @@ def tune_all(out: Path, data: Path, sas: Path, base: Path, a: argparse.Namespace
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         running = {pool.submit(one, v): v for v in a.variants}
         for done in as_completed(running):
-            folder, seconds[running[done]] = done.result()
+            folder, took = done.result()
+            if running[done] in pending:
+                seconds[running[done]] = took
             if after_tune is not None:
                 after_tune(running[done], folder)
     return seconds
@@ -323,11 +335,13 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
                          f"--threads {a.threads}")
     out = a.out
     check_settings(out, a)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+    # seconds of the work this run did, over those a previous run into ``out`` recorded (cached steps keep theirs)
+    timings: dict[str, float] = dict(previous_timings(out))
+    t, built = time.perf_counter(), (out / "sasrec" / "metrics.json").is_file()
     data = build_data(out, a)
     sas = build_sasrec(out, data, a)
-    timings["data_and_sasrec"] = round(time.perf_counter() - t, 1)
+    if not built:
+        timings["data_and_sasrec"] = round(time.perf_counter() - t, 1)
     if a.tiny:
         from llara.llm.data import load_titles
         from llara.llm.testing import make_tiny_llama
@@ -347,9 +361,10 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
     for v, s in tune_all(out, data, sas, base, a, after_tune).items():
         timings[f"{v}_tune"] = s
     for v in a.variants:
-        t = time.perf_counter()
+        t, cached = time.perf_counter(), (out / v / "predictions.parquet").is_file()
         p = evaluate(out, data, sas, base, v, a)
-        timings[f"{v}_evaluate"] = round(time.perf_counter() - t, 1)
+        if not cached:
+            timings[f"{v}_evaluate"] = round(time.perf_counter() - t, 1)
         preds[v] = pq.read_table(p)
         metrics[v] = json.loads((p.parent / "metrics.json").read_text())
     result = summarise(out, preds, metrics, a, timings)

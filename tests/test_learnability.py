@@ -57,8 +57,10 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
 
     # a rerun reuses every stage's outputs
     stamp = {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
-    bench.run(bench.parser().parse_args(args))
+    again = bench.run(bench.parser().parse_args(args))
     assert stamp == {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
+    assert again["timings"] == result["timings"]  # the cached steps' original cost, not ~0 s
+    assert {f"{v}_{step}" for v in bench.VARIANTS for step in ("tune", "evaluate")} <= set(result["timings"])
 
 
 def test_learnability_refuses_no_jobs_before_any_work(tmp_path):
