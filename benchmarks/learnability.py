@@ -47,9 +47,16 @@ VARIANTS = {"hybrid": {"representation": "hybrid", "curriculum": "linear"},   # 
 # the arguments that shape a cached output (data, SASRec, tuned variants, predictions); --variants may grow,
 # --threads/--jobs only change the speed
 SHAPING = ("base", "tiny", "modes", "items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets",
-           "samples", "epochs", "micro", "batch", "lr", "projector_lr", "min_lr", "curriculum", "seqrec_epochs", "seed")
+           "samples", "epochs", "micro", "batch", "lr", "projector_lr", "min_lr", "curriculum", "seqrec_epochs", "seed",
+           "data_seed")
 # the ones that shape the data and SASRec alone (what benchmarks/gpu/prepare.py builds ahead for the device)
-DATA_SHAPING = ("items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets", "seqrec_epochs", "seed")
+# (and the data's seed, data_seed(): --data-seed, or --seed when it is not given)
+DATA_SHAPING = ("items", "genres", "train_rows", "eval_rows", "history", "candidates", "sets", "seqrec_epochs")
+
+
+def data_seed(settings: dict[str, Any]) -> int | None:
+    """The seed of the synthetic data and SASRec: ``data_seed`` when set, else ``seed`` (the tune's)."""
+    return settings.get("seed") if settings.get("data_seed") is None else settings["data_seed"]
 
 
 def previous_timings(out: Path) -> dict[str, float]:
@@ -102,6 +109,8 @@ def check_prebuilt(prebuilt: Path, a: argparse.Namespace) -> None:
         raise SystemExit(f"learnability: {f} is missing or not a settings record, so what the data and SASRec in "
                          f"{prebuilt} were built with is unknown; rebuild them with benchmarks/gpu/prepare.py")
     diff = {k: (have.get(k), getattr(a, k)) for k in DATA_SHAPING if have.get(k) != getattr(a, k)}
+    if data_seed(have) != data_seed(vars(a)):
+        diff["data_seed"] = (data_seed(have), data_seed(vars(a)))
     if diff:
         raise SystemExit(f"learnability: the data and SASRec in {prebuilt} were built with other settings: "
                          + "; ".join(f"--{k.replace('_', '-')} {old!r} there, {new!r} asked for"
@@ -122,7 +131,8 @@ def build_data(out: Path, a: argparse.Namespace) -> Path:
     data = out / "data"
     if not (data / "test.parquet").is_file():
         write_genre_dataset(data, n_items=a.items, n_genres=a.genres, n_train=a.train_rows, n_eval=a.eval_rows,
-                            history=a.history, n_candidates=a.candidates, candidate_sets=a.sets, seed=a.seed)
+                            history=a.history, n_candidates=a.candidates, candidate_sets=a.sets,
+                            seed=data_seed(vars(a)))
     return data
 
 
@@ -135,7 +145,7 @@ def build_sasrec(out: Path, data: Path, a: argparse.Namespace) -> Path:
         run_seqrec("sasrec", items=data / "items.parquet", train=data / "train.parquet", valid=data / "valid.parquet",
                    test=data / "test.parquet", out_model=sas / "model.safetensors",
                    out_embeddings=sas / "item_embeddings.parquet", out_metrics=sas / "metrics.json", hparams=hp,
-                   seed=a.seed, threads=a.threads, dataset="synthetic", progress=False)
+                   seed=data_seed(vars(a)), threads=a.threads, dataset="synthetic", progress=False)
     return sas
 
 
@@ -355,7 +365,7 @@ def run(a: argparse.Namespace, after_tune: Callable[[str, Path], None] | None = 
     sp = out / "sasrec_ranker"
     if not (sp / "predictions.parquet").is_file():
         seqrec_predictions(sas / "model.safetensors", data / "items.parquet", {"test": data / "test.parquet"},
-                           sp / "predictions.parquet", sp / "metrics.json", seed=a.seed)
+                           sp / "predictions.parquet", sp / "metrics.json", seed=data_seed(vars(a)))
     preds["SASRec"] = pq.read_table(sp / "predictions.parquet")
     metrics["SASRec"] = json.loads((sp / "metrics.json").read_text())
     for v, s in tune_all(out, data, sas, base, a, after_tune).items():
@@ -401,7 +411,12 @@ def parser() -> argparse.ArgumentParser:
                     help="curriculum of the hybrid and ID-only variants; linear is the pipeline's (p = tau/T), which "
                          "in a run this short leaves few behavioural-token steps at a useful learning rate")
     ap.add_argument("--seqrec-epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--seed", type=int, default=42,
+                    help="seed of the tunes (LoRA and projector initialisation, row order) and, unless --data-seed "
+                         "is given, of the synthetic data and SASRec")
+    ap.add_argument("--data-seed", type=int, default=None,
+                    help="seed of the synthetic data and SASRec alone (default: --seed), to cross the data's draw "
+                         "with the tune's")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads in all (split among --jobs tunes)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="variants tuned at once, each on threads/jobs threads (the evaluations follow, one at a time)")

@@ -57,7 +57,7 @@ def test_learnability_call_refuses_data_built_for_other_settings(tmp_path):
     prebuilt, work = tmp_path / "prebuilt", tmp_path / "work"
     (prebuilt / "data").mkdir(parents=True)
     learnability.check_settings(prebuilt, learnability.parser().parse_args(["--out", str(prebuilt)]))  # as prepare.py
-    with pytest.raises(SystemExit, match=r"--eval-rows 100 there, 12 asked for; --seed 42 there, 43 asked for\."):
+    with pytest.raises(SystemExit, match=r"--eval-rows 100 there, 12 asked for; --data-seed 42 there, 43 asked for\."):
         check.run_learnability(prebuilt, None, work, tmp_path / "out", ["--seed", "43", "--eval-rows", "12"])
     assert not work.exists()  # nothing copied, nothing tuned
     (prebuilt / "settings.json").unlink()
@@ -66,6 +66,10 @@ def test_learnability_call_refuses_data_built_for_other_settings(tmp_path):
     learnability.check_settings(prebuilt, learnability.parser().parse_args(["--out", str(prebuilt)]))
     learnability.check_prebuilt(prebuilt, learnability.parser().parse_args(
         ["--out", str(work), "--samples", "16000", "--threads", "8"]))  # tune settings are the call's own
+    learnability.check_prebuilt(prebuilt, learnability.parser().parse_args(
+        ["--out", str(work), "--seed", "43", "--data-seed", "42"]))  # another tune seed on the same data
+    with pytest.raises(SystemExit, match=r"--data-seed 42 there, 7 asked for"):
+        learnability.check_prebuilt(prebuilt, learnability.parser().parse_args(["--out", str(work), "--data-seed", "7"]))
 
 def test_folded_encoder_keeps_special_ids_and_lengths():
     import torch

@@ -145,3 +145,21 @@ def test_genre_separation_tells_separated_genres_from_mixed(tmp_path):
                  schema_overrides={"embedding": pl.Array(pl.Float32, 8)}).write_parquet(tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="other.parquet: no item ids in common"):
         bench.genre_separation(tmp_path / "items.parquet", tmp_path / "other.parquet")
+
+
+def test_data_seed_draws_the_data_apart_from_the_tune_seed(tmp_path):
+    import polars as pl
+
+    bench = _benchmark()
+    small = ["--items", "48", "--genres", "4", "--train-rows", "200", "--eval-rows", "8", "--sets", "2"]
+    crossed = bench.parser().parse_args(["--out", str(tmp_path / "x"), *small, "--seed", "1", "--data-seed", "2"])
+    plain = bench.parser().parse_args(["--out", str(tmp_path / "y"), *small, "--seed", "2"])
+    other = bench.parser().parse_args(["--out", str(tmp_path / "z"), *small, "--seed", "1"])
+    assert bench.data_seed(vars(crossed)) == 2 and bench.data_seed(vars(other)) == 1
+    x, y, z = (bench.build_data(a.out, a) for a in (crossed, plain, other))
+    assert pl.read_parquet(x / "test.parquet").equals(pl.read_parquet(y / "test.parquet"))
+    assert not pl.read_parquet(x / "test.parquet").equals(pl.read_parquet(z / "test.parquet"))
+    bench.check_settings(crossed.out, crossed)
+    again = bench.parser().parse_args(["--out", str(crossed.out), *small, "--seed", "1", "--data-seed", "3"])
+    with pytest.raises(SystemExit, match=r"--data-seed was 2, now 3"):
+        bench.check_settings(again.out, again)
