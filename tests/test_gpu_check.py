@@ -71,6 +71,7 @@ def test_learnability_call_refuses_data_built_for_other_settings(tmp_path):
     with pytest.raises(SystemExit, match=r"--data-seed 42 there, 7 asked for"):
         learnability.check_prebuilt(prebuilt, learnability.parser().parse_args(["--out", str(work), "--data-seed", "7"]))
 
+
 def test_folded_encoder_keeps_special_ids_and_lengths():
     import torch
 
