@@ -136,16 +136,19 @@ def build_data(out: Path, a: argparse.Namespace) -> Path:
     return data
 
 
-def build_sasrec(out: Path, data: Path, a: argparse.Namespace) -> Path:
+def build_sasrec(out: Path, data: Path, a: argparse.Namespace, seed: int | None = None, name: str = "sasrec") -> Path:
+    """SASRec (the pipeline's settings, ``a.seqrec_epochs`` epochs) on ``data``, seeded with ``seed`` (default: the
+    data's seed), in ``out/name``; cached."""
     from llara.seqrec.train import run_seqrec
 
-    sas = out / "sasrec"
+    sas = out / name
     if not (sas / "metrics.json").is_file():
         hp = {**_config()["seqrec"]["sasrec"], "max_epochs": a.seqrec_epochs}
         run_seqrec("sasrec", items=data / "items.parquet", train=data / "train.parquet", valid=data / "valid.parquet",
                    test=data / "test.parquet", out_model=sas / "model.safetensors",
                    out_embeddings=sas / "item_embeddings.parquet", out_metrics=sas / "metrics.json", hparams=hp,
-                   seed=data_seed(vars(a)), threads=a.threads, dataset="synthetic", progress=False)
+                   seed=data_seed(vars(a)) if seed is None else seed, threads=a.threads, dataset="synthetic",
+                   progress=False)
     return sas
 
 

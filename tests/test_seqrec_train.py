@@ -97,6 +97,57 @@ def test_cli(tiny_data, tmp_path):
     assert read_item_embeddings(tmp_path / "out" / "item_embeddings.parquet")[1].shape == (40, 8)
 
 
+# ------------------------------------------------------------------------------------------ selection
+def test_candidate_cross_entropy_is_softmax_cross_entropy_over_each_set():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(6, 3, 5))
+    targets = rng.integers(0, 20, size=6)
+    cands = np.stack([np.stack([rng.permutation(np.r_[t, rng.permutation(np.setdiff1d(np.arange(20), [t]))[:4]])
+                                for _ in range(3)]) for t in targets])  # each set: the target and 4 others
+    want = np.mean([torch.nn.functional.cross_entropy(torch.tensor(scores[:, s]), torch.tensor(
+        (cands[:, s] == targets[:, None]).argmax(1))).item() for s in range(3)])
+    assert train_mod.candidate_cross_entropy(scores, cands, targets) == pytest.approx(want, rel=1e-9)
+    cands[4, 2] = 99  # row 4's target gone from set 2
+    with pytest.raises(ValueError, match="target is not among its candidates"):
+        train_mod.candidate_cross_entropy(scores, cands, targets)
+
+
+def test_saturated_valid_hr1_keeps_the_best_fit_epoch_not_the_first_at_the_ceiling(tiny_data, monkeypatch):
+    """On an easy valid split HR@1 reaches 1.0 early; the first epoch there is under-trained (on the
+    learnability data its item embeddings separated the genres half as well as the last epoch's). Ties go to
+    the lower valid candidate cross-entropy, then to the earlier epoch; the weights kept are that epoch's."""
+    keys = iter([(0.5, 0.5, -2.0), (1.0, 1.0, -1.5), (1.0, 1.0, -0.9), (1.0, 0.98, -0.1), (1.0, 1.0, -0.9),
+                 (1.0, 1.0, -1.0)])
+    snapshots = []
+
+    def scripted(model, valid):
+        snapshots.append(model.item_embeddings().detach().clone())
+        return next(keys)
+
+    monkeypatch.setattr(train_mod, "valid_selection_key", scripted)
+    n = load_n_items(tiny_data / "items.parquet")
+    train = load_split(tiny_data / "train.parquet", "train", n, 10)
+    valid = load_split(tiny_data / "valid.parquet", "valid", n, 10)
+    model = build_model("gru4rec", n, FAST)
+    summary = fit(model, train, valid, lr=0.005, batch_size=64, max_epochs=6, patience=2, seed=0, progress=False)
+    assert summary["best_epoch"] == 3 and summary["epochs_run"] == 5  # epochs 4 and 5 do not beat it: stop
+    assert [e["valid_candidate_ce"] for e in summary["epochs"]] == [2.0, 1.5, 0.9, 0.1, 0.9]
+    torch.testing.assert_close(model.item_embeddings(), snapshots[2])
+
+
+def test_selection_key_cross_entropy_falls_as_the_fit_improves(tiny_data):
+    n = load_n_items(tiny_data / "items.parquet")
+    train = load_split(tiny_data / "train.parquet", "train", n, 10)
+    valid = load_split(tiny_data / "valid.parquet", "valid", n, 10)
+    torch.manual_seed(0)
+    model = build_model("sasrec", n, FAST)
+    before = train_mod.valid_selection_key(model, valid)
+    summary = fit(model, train, valid, lr=0.005, batch_size=64, max_epochs=8, patience=8, seed=0, progress=False)
+    after = train_mod.valid_selection_key(model, valid)
+    assert after[2] == pytest.approx(-summary["epochs"][summary["best_epoch"] - 1]["valid_candidate_ce"], abs=1e-6)
+    assert -after[2] < -before[2] < np.log(10) + 1  # the fit lowers it; a random model sits near ln(10)
+
+
 # --------------------------------------------------------------------------------------------- bad input
 def test_empty_split_names_the_file(tiny_data, tmp_path):
     empty = pa.table({"user_id": pa.array([], pa.int64()), "history": pa.array([], pa.list_(pa.int64())),
