@@ -195,3 +195,5 @@ def test_sasrec_separation_survey_keeps_the_best_fit_epoch_and_caches(tmp_path, 
     assert model.stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit):  # a data option the benchmark does not know is refused by its parser
         survey.main([*argv, "--no-such-option", "1"])
+    with pytest.raises(SystemExit, match="--items was 48, now 52"):  # cached data of other options are not reused
+        survey.main([*argv, "--items", "52"])
