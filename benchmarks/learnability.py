@@ -276,6 +276,7 @@ def genre_separation(items: Path, embeddings: Path) -> float:
 def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argparse.Namespace,
               timings: dict[str, float]) -> dict[str, Any]:
     from llara.evaluate.compare import paired_difference
+    from llara.io import write_json
 
     rows = []
     for name, m in metrics.items():
@@ -293,10 +294,12 @@ def summarise(out: Path, preds: dict[str, Any], metrics: dict[str, Any], a: argp
                 paired.append({**r, "method_a": name, "method_b": base_name, "mode": mode})
     loss = {v: loss_curve(out / v / "train_log.csv", a.candidates, a.batch) for v in a.variants}
     separation = genre_separation(out / "data" / "items.parquet", out / "sasrec" / "item_embeddings.parquet")
+    training = json.loads((out / "sasrec" / "metrics.json").read_text())["training"]
     result = {"settings": vars(a) | {"out": str(a.out), "base": str(a.base)}, "chance_hr@1": 1 / a.candidates,
               "chance_hr@5": min(1.0, 5 / a.candidates), "rows": rows, "paired": paired, "loss": loss,
-              "sasrec_genre_separation": round(separation, 4), "timings": timings}
-    (out / "learnability.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+              "sasrec_genre_separation": round(separation, 4),
+              "sasrec_epochs": {"kept": training["best_epoch"], "run": training["epochs_run"]}, "timings": timings}
+    write_json(result, out / "learnability.json")
     return result
 
 
@@ -330,8 +333,10 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"| {v} | " + " | ".join(f"{m:.2f}" for m in c["mean_loss"]) +
                   f" | {c['random_pick_loss']:.2f} | {c['below_from_step'] if c['below_from_step'] is not None else '-'} |")
     if "sasrec_genre_separation" in result:
+        kept = result.get("sasrec_epochs", {})
         print(f"\nSASRec genre separation (between / within genre spread of its item embeddings): "
-              f"{result['sasrec_genre_separation']:.3f}")
+              f"{result['sasrec_genre_separation']:.3f}" +
+              (f" (kept epoch {kept['kept']} of {kept['run']} run)" if kept else ""))
     print(f"\ntimings (s): {result['timings']}")
 
 

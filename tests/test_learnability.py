@@ -54,6 +54,9 @@ def test_learnability_benchmark_small(tmp_path, capsys, monkeypatch):
         assert curve["random_pick_loss"] > 0
     assert "| variant | 1-1 | 2-2 | random pick | under it from step |" in out
     assert result["sasrec_genre_separation"] > 0 and "SASRec genre separation" in out
+    sas = json.loads((tmp_path / "sasrec" / "metrics.json").read_text())["training"]
+    assert result["sasrec_epochs"] == {"kept": sas["best_epoch"], "run": sas["epochs_run"]}
+    assert f"(kept epoch {sas['best_epoch']} of {sas['epochs_run']} run)" in out
 
     # a rerun reuses every stage's outputs
     stamp = {v: (tmp_path / v / "projector.safetensors").stat().st_mtime_ns for v in bench.VARIANTS}
