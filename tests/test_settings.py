@@ -110,7 +110,7 @@ def test_bad_values_name_their_key(changes, key):
 def test_python_api_checks_like_the_snakefile(tiny_data, tmp_path):
     from llara.data.preprocess import DataConfig, preprocess
     from llara.llm.base import fetch_gguf, prepare_base_llm
-    from llara.llm.train import TuneConfig
+    from llara.llm.train import LoraSettings, TuneConfig
     from llara.seqrec import resolve_hparams, run_seqrec
 
     with pytest.raises(ConfigError, match=r"data\.min_history"):
@@ -136,6 +136,15 @@ def test_python_api_checks_like_the_snakefile(tiny_data, tmp_path):
         TuneConfig.from_dict({"micro_batch_size": 3, "effective_batch_size": 16})
     with pytest.raises(ConfigError, match=r"tune\.epochs"):
         TuneConfig.from_dict({"epochs": 0})
+    # built directly in Python, the same rules hold (the schema's enum, a cross-key rule, a nested key)
+    with pytest.raises(ConfigError, match=r"tune\.precision"):
+        TuneConfig(precision="int8")
+    with pytest.raises(ConfigError, match=r"tune\.min_lr"):
+        TuneConfig(lr=1e-4, min_lr=1e-3)
+    with pytest.raises(ConfigError, match=r"tune\.lora\.r"):
+        TuneConfig(lora=LoraSettings(r=0))
+    with pytest.raises(ConfigError, match=r"llm\.prompt_format"):
+        TuneConfig(prompt_format="jinja")
 
 
 # ------------------------------------------------------------------------------------------ the CLI

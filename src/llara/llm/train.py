@@ -42,7 +42,6 @@ from typing import Any
 log = logging.getLogger("llara.llm.train")
 
 LOG_COLUMNS = ["step", "loss", "lr", "hybrid_share", "tokens_per_s", "epoch", "tokens", "answer_tokens", "step_s"]
-PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 
 
 @dataclass
@@ -82,18 +81,17 @@ class TuneConfig:
     keep_checkpoints: int = 1
     gradient_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        self.check()
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TuneConfig":
-        from llara.settings import check_settings
-
+        """A TuneConfig from a resolved ``tune`` slice (``llara.llm.workflow.tune_settings``); unknown keys and
+        values the config schema refuses raise, naming the key."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"tune: unknown key(s) {unknown}; known: {sorted(names)}")
-        # the config schema and cross-key rules, as for a Snakemake run (llara.settings)
-        extra = ("dataset", "seed", "prompt_format")
-        check_settings({"tune": {k: v for k, v in d.items() if k not in extra}, **({"seed": d["seed"]} if "seed" in d else {}),
-                        **({"llm": {"prompt_format": d["prompt_format"]}} if "prompt_format" in d else {})})
         d = dict(d)
         if isinstance(d.get("lora"), dict):
             lnames = {f.name for f in dataclasses.fields(LoraSettings)}
@@ -101,30 +99,16 @@ class TuneConfig:
             if bad:
                 raise ValueError(f"tune.lora: unknown key(s) {bad}; known: {sorted(lnames)}")
             d["lora"] = LoraSettings(**d["lora"])
-        cfg = cls(**d)
-        cfg.check()
-        return cfg
+        return cls(**d)
 
     def check(self) -> None:
-        from llara.llm.data import CURRICULA
-        from llara.llm.prompts import PROMPT_FORMATS, REPRESENTATIONS
+        """Refuse what a Snakemake run would: the config schema and its cross-key rules (``llara.settings``),
+        so a TuneConfig built in Python, from the CLI or from the Snakefile's config is checked alike."""
+        from llara.settings import check_settings
 
-        def need(cond, key, msg):
-            if not cond:
-                raise ValueError(f"tune.{key}: {msg}, found {getattr(self, key, None)!r}")
-
-        need(self.representation in REPRESENTATIONS, "representation", f"expected one of {REPRESENTATIONS}")
-        need(self.curriculum in CURRICULA, "curriculum", f"expected one of {CURRICULA}")
-        need(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"expected one of {PROMPT_FORMATS}")
-        need(self.precision in PRECISIONS, "precision", f"expected one of {PRECISIONS}")
-        need(self.n_candidates >= 2, "n_candidates", "expected >= 2")
-        need(self.micro_batch_size >= 1, "micro_batch_size", "expected >= 1")
-        need(self.effective_batch_size % self.micro_batch_size == 0, "effective_batch_size",
-             f"expected a multiple of micro_batch_size={self.micro_batch_size}")
-        need(self.epochs >= 1, "epochs", "expected >= 1")
-        need(self.checkpoint_every >= 1, "checkpoint_every", "expected >= 1")
-        need(self.lr > 0 and self.min_lr >= 0 and self.warmup_start_lr >= 0, "lr", "learning rates must be positive")
-        need(self.projector_lr is None or self.projector_lr > 0, "projector_lr", "expected a positive number or None")
+        d = self.to_dict()
+        extra = {k: d.pop(k) for k in ("dataset", "seed", "prompt_format")}
+        check_settings({"tune": d, "seed": extra["seed"], "llm": {"prompt_format": extra["prompt_format"]}})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
