@@ -115,3 +115,35 @@ def test_paired_across_seeds(tiny_data, tmp_path):
     assert [p["seed"] for p in z["per_seed"]] == [1, 2]
     with pytest.raises(ValueError, match="no training seed in common"):
         paired_runs({1: tables["a1"]}, {2: tables["b2"]})
+
+
+def test_compare_cli(tiny_data, tmp_path, capsys):
+    """`llara compare A B`: A - B on the same rows and sets, equal to paired_runs; bad files named, exit 1."""
+    from llara.cli import main
+    from llara.evaluate.compare import paired_difference
+
+    for name, skill in (("good", 3), ("weak", 1)):
+        _run(tiny_data, tmp_path / name, _engine(tiny_data, skill=skill))
+    a, b = tmp_path / "good" / "predictions.parquet", tmp_path / "weak" / "predictions.parquet"
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(a), str(b), "--metric", "hr@1", "strict_hr@1", "--seed", "3", "--n-resamples", "200",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    want = paired_difference(pq.read_table(a), pq.read_table(b), metric="strict_hr@1", seed=3, n_resamples=200)
+    assert [r["metric"] for r in rows] == ["hr@1", "strict_hr@1"] and rows[1]["file_a"] == str(a)
+    assert rows[1]["diff"] == pytest.approx(want["diff"]) and rows[1]["ci"] == pytest.approx(want["ci"])
+    assert rows[1]["ci"][0] > 0 and f"{want['diff']:+.3f}" in printed  # the better fake wins, and the table says so
+    # rank mode on one side, generate on the other
+    assert main(["compare", str(a), str(b), "--mode-a", "rank", "--mode-b", "generate", "--n-resamples", "50"]) == 0
+    capsys.readouterr()
+    # a missing file, a file that is not Parquet, a metric the modes lack, a split neither holds: one line, exit 1
+    (tmp_path / "notes.parquet").write_text("not parquet")
+    for argv, msg in (([str(tmp_path / "nope.parquet"), str(b)], "nope.parquet: no such predictions file"),
+                      ([str(a), str(tmp_path / "notes.parquet")], "notes.parquet: not a predictions Parquet file"),
+                      ([str(a), str(b), "--metric", "hr@5"], "'hr@5' needs rank-mode outcomes"),
+                      ([str(a), str(b), "--split", "train"], "share no evaluated candidate set on split 'train'")):
+        with pytest.raises(SystemExit) as e:
+            main(["compare", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and msg in err and err.count("\n") == 1, err

@@ -10,6 +10,7 @@ seed (an untrained method such as the zero-shot LLM has one run, paired with eve
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -168,3 +169,71 @@ def paired_difference(pred_a: pa.Table, pred_b: pa.Table, split: str = "test", m
                       seed: int = 0, n_resamples: int = N_RESAMPLES, alpha: float = ALPHA) -> dict:
     """A minus B on ``metric`` for one run each (see :func:`paired_runs`)."""
     return paired_runs({None: pred_a}, {None: pred_b}, split, mode_a, mode_b, metric, sets, seed, n_resamples, alpha)
+
+
+def compare_files(path_a: str | Path, path_b: str | Path, split: str = "test", mode_a: str = "generate",
+                  mode_b: str | None = None, metrics: Sequence[str] = ("hr@1",), seed: int = 0,
+                  n_resamples: int = N_RESAMPLES, alpha: float = ALPHA) -> list[dict]:
+    """A minus B, one :func:`paired_difference` per metric, for two ``predictions.parquet`` files (any two
+    evaluations of the same rows and stored candidate sets: two tune seeds, two configs, LLaRA and its backbone).
+    Each result is :func:`paired_difference`'s (``a`` and ``b`` are the two methods' values, ``diff`` A - B, ``ci``)
+    plus the files and modes. A file that is missing, not Parquet or not a predictions table raises an error
+    naming it."""
+    from llara.evaluate.run import read_predictions
+
+    tables = []
+    for p in (path_a, path_b):
+        try:
+            tables.append(read_predictions(p))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{p}: no such predictions file") from None
+        except pa.ArrowException as e:
+            raise ValueError(f"{p}: not a predictions Parquet file ({e})") from None
+    mode_b = mode_a if mode_b is None else mode_b
+    return [{"file_a": str(path_a), "file_b": str(path_b), "mode_a": mode_a, "mode_b": mode_b,
+             **paired_difference(tables[0], tables[1], split, mode_a, mode_b, m, seed=seed,
+                                 n_resamples=n_resamples, alpha=alpha)}
+            for m in metrics]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``llara compare A/predictions.parquet B/predictions.parquet``: A - B with a paired row-bootstrap CI."""
+    import argparse
+    import sys
+
+    from llara.io import OutputInTheWayError, write_json
+
+    p = argparse.ArgumentParser(prog="llara compare", description="A minus B on the same rows and stored candidate "
+                                "sets, with a paired row-bootstrap confidence interval (mean over the common sets)")
+    p.add_argument("a", type=Path, help="method A's predictions.parquet (written by llara evaluate)")
+    p.add_argument("b", type=Path, help="method B's predictions.parquet")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode-a", choices=["generate", "rank"], default="generate")
+    p.add_argument("--mode-b", choices=["generate", "rank"], default=None, help="default: --mode-a")
+    p.add_argument("--metric", nargs="+", choices=PAIRED_METRICS + RANK_ONLY, default=["hr@1"],
+                   help="hr@1: correct / valid answers (the paper's); strict_hr@1: correct / all rows; "
+                        "hr@5 and ndcg@5 need rank mode on both sides")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES)
+    p.add_argument("--alpha", type=float, default=ALPHA)
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    a = p.parse_args(argv)
+    try:
+        rows = compare_files(a.a, a.b, a.split, a.mode_a, a.mode_b, a.metric, a.seed, a.n_resamples, a.alpha)
+        if a.out is not None:
+            write_json(rows, a.out)
+    except (ValueError, FileNotFoundError, OutputInTheWayError) as e:
+        print(f"llara compare: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    level = round(100 * (1 - a.alpha))
+    print(f"A: {a.a} ({a.mode_a})\nB: {a.b} ({a.mode_b or a.mode_a})")
+    print(f"| metric | rows x sets | A | B | A - B [{level}% CI] | p |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['metric']} | {r['n']} x {len(r['sets'])} | {r['a']:.3f} | {r['b']:.3f} "
+              f"| {r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | "
+              + (f"{r['p_value']:.3g} |" if r["p_value"] > 0 else f"< {1 / a.n_resamples:.1g} |"))
+
+
+if __name__ == "__main__":
+    main()
