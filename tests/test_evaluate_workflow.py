@@ -76,7 +76,8 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
            "report": {"datasets": ["lastfm"], "baselines": ["sasrec"], "llara": ["sasrec"]}}
     cfg_file = tmp_path / "override.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    allowed = ["--allowed-rules", "prompts", "evaluate", "evaluate_zeroshot", "evaluate_seqrec", "report"]
+    allowed = ["--allowed-rules", "prompts", "evaluate", "evaluate_zeroshot", "evaluate_seqrec",
+               "evaluate_reference_popularity", "evaluate_reference_last_item", "report"]
     args = ["--configfile", str(REPO / "config" / "config.yaml"), str(cfg_file), *allowed]
     # targets before the nargs options (run_snakemake appends its targets after them)
     run_snakemake(wd, [], "results/report/table.md", "results/lastfm/sasrec/metrics.json", *args)
@@ -84,6 +85,7 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
     assert m["splits"]["test"]["n"] == 3 and {"generate", "rank"} <= set(m["splits"]["test"])
     md = (wd / "results" / "report" / "table.md").read_text()
     assert "LLaRA(SASRec)" in md and "Zero-shot tiny" in md and "0.4508" in md
+    assert "Popularity (train targets)" in md and "Last-item similarity (SASRec emb.)" in md
     for f in ("table.csv", "paired.csv", "hr1_ci.png", "training.png"):
         assert (wd / "results" / "report" / f).stat().st_size > 0
     assert (wd / "logs" / "evaluate" / "lastfm_sasrec.log").exists()
@@ -94,4 +96,4 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
     out = dry.stdout + dry.stderr
     for rule in ("evaluate", "evaluate_zeroshot", "report"):
         assert f"rule {rule}:" in out, out[-3000:]
-    assert "rule evaluate_seqrec:" not in out and "rule seqrec_train:" not in out
+    assert "rule evaluate_seqrec:" not in out and "rule seqrec_train:" not in out and "rule evaluate_reference" not in out

@@ -123,6 +123,18 @@ def test_smoke_rehearsal(tmp_path):
         assert again["metrics"]["LLaRA"][mode]["per_set"] == res["metrics"]["LLaRA"][mode]["per_set"]
     assert again["tune"] == res["tune"] and again["timings"]["evaluated"].startswith("here")
     assert json.loads((tmp_path / "finish" / "learnability.json").read_text())["rows"] == learn["rows"]
+    # the real-data call: both variants with the probe, kept with their curves and predictions, paired
+    real = json.loads((tmp_path / "realdata.json").read_text())
+    assert set(real["metrics"]) == {"SASRec", "last-item", "hybrid", "text_only"}
+    assert all(len(real["metrics"][m]["rank"]["per_set"]) == 2 for m in real["metrics"])
+    pairs = {(p["method_a"], p["method_b"]) for p in real["paired"]}
+    assert ("hybrid (rank)", "text_only (rank)") in pairs and ("text_only (rank)", "last-item (rank)") in pairs
+    assert real["tune"]["text_only"]["representation"] == "text" and real["tune"]["hybrid"]["probe_every"] == 2
+    for v in ("hybrid", "text_only"):
+        kept = tmp_path / "tuned" / f"realdata_{v}"
+        assert (kept / "predictions.parquet").is_file() and (kept / "adapter" / "adapter_model.safetensors").is_file()
+        probe = (kept / "probe.csv").read_text().splitlines()
+        assert probe[0].startswith("step,samples,rows,hr1") and len(probe) >= 3 and real["probe"][v] == probe
 
 
 def _top_imports(path: Path) -> set[str]:

@@ -115,6 +115,30 @@ def test_injection_all_text_keeps_projector_in_graph(env):
     assert proj.mlp[0].weight.grad is not None and proj.mlp[0].weight.grad.abs().sum() == 0
 
 
+def test_projector_token_norm_scale(env, tmp_path):
+    """``projector_scale: token_norm`` puts every injected vector at the mean token-embedding norm (the authors'
+    free MLP does not); the scale is saved with the projector, and a file saved before the option loads as free."""
+    from safetensors.torch import load_file, save_file
+
+    from llara.llm.projector import load_projector, save_projector
+
+    _, base = load_base(env["model"])
+    emb = base.get_input_embeddings()
+    target = float(emb.weight.norm(dim=1).mean())
+    x = torch.randn(6, D_REC) * 5
+    free, fixed = init_projector(D_REC, emb, 3), init_projector(D_REC, emb, 3, "token_norm")
+    torch.testing.assert_close(fixed(x).norm(dim=-1), torch.full((6,), target), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(free(x).norm(dim=-1), torch.full((6,), target), rtol=1e-2)
+    save_projector(fixed, tmp_path / "p.safetensors", {})
+    again, _ = load_projector(tmp_path / "p.safetensors")
+    torch.testing.assert_close(again(x), fixed(x))
+    old = {k: v for k, v in load_file(str(tmp_path / "p.safetensors")).items() if k != "out_norm"}
+    save_file(old, str(tmp_path / "old.safetensors"))
+    torch.testing.assert_close(load_projector(tmp_path / "old.safetensors")[0](x), fixed.mlp(x))
+    with pytest.raises(ValueError, match="projector_scale"):
+        init_projector(D_REC, emb, 3, "unit")
+
+
 # ---- loss mask -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["raw", "chat"])
@@ -143,6 +167,36 @@ def test_loss_mask_covers_only_the_answer(env, fmt):
         hf = base(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     torch.testing.assert_close(loss, hf, rtol=1e-5, atol=1e-5)
     assert n == (batch["labels"][:, 1:] != IGNORE).sum()
+    # the per-row diagnostics add up to the loss; the first-token loss is the first answer token's own
+    d = m.last_stats
+    torch.testing.assert_close(d["row_loss"].sum() / d["row_tokens"].sum(), loss, rtol=1e-5, atol=1e-5)
+    assert d["row_tokens"].tolist() == (batch["labels"][:, 1:] != IGNORE).sum(1).float().tolist()
+    with torch.no_grad():
+        logits = base(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.float()
+    for i in range(len(samples)):
+        j = int((batch["labels"][i, 1:] != IGNORE).nonzero()[0])
+        ce = torch.nn.functional.cross_entropy(logits[i, j][None], batch["labels"][i, j + 1][None])
+        torch.testing.assert_close(d["first_loss"][i], ce, rtol=1e-4, atol=1e-4)
+    n_slots = int((batch["item_slots"] >= 0).sum())
+    assert d["inject_count"].item() == n_slots > 0
+    norms = embeds[batch["item_slots"] >= 0].norm(dim=-1)
+    torch.testing.assert_close(d["inject_norm"], norms.sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_spaced_chat_answer_is_tokenised_as_among_the_candidates(env):
+    """``answer_format: spaced`` makes the chat answer's tokens those the title has after ", " in the prompt."""
+    tok, _ = load_base(env["model"])
+    bare = PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat")
+    spaced = PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "spaced")
+    s = _samples(env, 1)[0]
+    assert spaced.answer_text(s["target"]) == " " + bare.answer_text(s["target"])
+    batch = spaced.training_batch([s])
+    lab = batch["labels"][0]
+    answer = lab[lab != IGNORE].tolist()[:-1]  # without eos
+    in_prompt = tok(", " + env["titles"][s["target"]], add_special_tokens=False)["input_ids"][1:]
+    assert answer == in_prompt
+    with pytest.raises(ValueError, match="answer_format"):
+        PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "leading")
 
 
 def _embed_grads(m: LlaraLM, batch: dict) -> torch.Tensor:
@@ -217,6 +271,9 @@ def test_curriculum_share_follows_tau_over_T(env):
         assert abs(shares[b].mean() - expected[b].mean()) < 0.08
     assert np.corrcoef(shares, expected)[0, 1] > 0.95
     assert hybrid_probability("none", 3, 10) == 0.0 and hybrid_probability("hybrid_only", 1, 10) == 1.0
+    # the authors' released code: the counter restarts every epoch, so p climbs to 1/epochs and resets
+    p = [hybrid_probability("epoch_reset", t, 50, 10) for t in range(1, 51)]
+    assert p[0] == p[10] == p[40] == 1 / 50 and p[9] == p[49] == 10 / 50 and max(p) == 0.2
     s = sch.step_samples(7)
     assert s == sch.step_samples(7)  # a pure function of (seed, step): resume sees the same batches
     assert all(x["representation"] == ("hybrid" if x["hybrid"] else "text") for x in s)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -45,8 +46,9 @@ def _run(cmd, extra_env=None, timeout=300):
 
 
 def _log(path: Path) -> list[dict]:
+    """A CSV of numbers; an empty cell (a diagnostic with nothing to measure that step) reads as None."""
     with open(path) as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: float(v) if v != "" else None for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 CFG = {"dataset": "lastfm", "seed": 3, "max_train_samples": 32, "epochs": 4, "micro_batch_size": 2,
@@ -57,7 +59,7 @@ CFG = {"dataset": "lastfm", "seed": 3, "max_train_samples": 32, "epochs": 4, "mi
 def test_zero2_two_processes_lowers_loss_and_adapter_reloads(env):
     out, ckpt, probe = env["root"] / "dp", env["root"] / "dp_ckpt", env["root"] / "probe.safetensors"
     res = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "llara.llm.train", *_args(env, out, ckpt, CFG), "--probe", str(probe)])
+                "-m", "llara.llm.train", *_args(env, out, ckpt, CFG), "--final-logits", str(probe)])
     assert res.returncode == 0, res.stderr[-4000:]
     assert "micro 2 x accum 2 x 2 procs" in res.stderr and "ZeRO stage 2" in res.stderr
     rows = _log(out / "train_log.csv")
@@ -67,7 +69,13 @@ def test_zero2_two_processes_lowers_loss_and_adapter_reloads(env):
     share = [r["hybrid_share"] for r in rows]
     assert share[0] <= 0.25 and share[-1] == 1.0
     assert all(r["tokens_per_s"] > 0 for r in rows)
+    # diagnostics gathered over both processes: gradients before the update, per-representation losses
+    assert all(r["grad_norm_lora"] > 0 and r["first_token_loss"] > 0 for r in rows)
+    assert rows[-1]["loss_text"] is None and rows[-1]["loss_hybrid"] == pytest.approx(rows[-1]["loss"], rel=0.05)
+    assert all((r["inject_norm"] is None) == (r["hybrid_share"] == 0) for r in rows)
+    assert len({r["token_emb_norm"] for r in rows}) == 1
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "projector.safetensors").is_file()
+    assert (out / "probe.csv").read_text().startswith("step,samples,rows,hr1")  # the probe is off: header only
     assert not ckpt.exists()  # removed once the outputs are complete
 
     from llara.llm.inference import load_llara
@@ -81,6 +89,47 @@ def test_zero2_two_processes_lowers_loss_and_adapter_reloads(env):
     assert torch.equal(b["input_ids"], ref["input_ids"])
     logits = m.module.logits(b["input_ids"], b["attention_mask"], b["item_slots"])
     assert torch.equal(logits, ref["logits"])
+
+
+def test_probe_scores_valid_rows_during_training(env):
+    """``probe_every``: rank-mode HR@1 and the candidate-restricted loss on the first valid rows, at step 0, every
+    k steps and at the end, written to probe.csv (kept through a resume like the train log); the text-only
+    steps of a hybrid run have a projector gradient and injected vectors."""
+    from llara.llm.inference import load_llara, score_candidates
+    from llara.llm.probe import load_probe_rows, probe_metrics
+
+    out, ckpt = env["root"] / "probed", env["root"] / "probed_ckpt"
+    cfg = dict(CFG, epochs=2, probe_every=3, probe_rows=12, checkpoint_every=4)
+    args = [*_args(env, out, ckpt, cfg), "--valid", str(env["data"] / "valid.parquet")]
+    killed = _run([sys.executable, "-m", "llara.llm.train", *args], extra_env={"LLARA_TEST_KILL_AT_STEP": "4"})
+    assert killed.returncode == 137
+    res = _run([sys.executable, "-m", "llara.llm.train", *args])
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "probe at step 6: valid HR@1" in res.stderr and "resumed from" in res.stderr
+    probe = _log(out / "probe.csv")
+    assert [r["step"] for r in probe] == [0, 3, 6, 8] and all(r["rows"] == 12 for r in probe)
+    assert all(0 <= r["hr1"] <= r["hr5"] <= 1 and r["cand_loss"] > 0 and r["chance_hr1"] == 1 / 10 for r in probe)
+    # the last probe is the saved model's own scores on those rows
+    m = load_llara(env["model"], env["data"] / "items.parquet", env["data"] / "emb.parquet", out / "adapter",
+                   out / "projector.safetensors", merge_adapter=False)
+    rows = load_probe_rows(str(env["data"] / "valid.parquet"), 12, len(m.titles))
+    again = probe_metrics(score_candidates(m, rows, "hybrid"), rows)
+    assert again["hr1"] == probe[-1]["hr1"] and again["cand_loss"] == pytest.approx(probe[-1]["cand_loss"], rel=1e-3)
+    log = _log(out / "train_log.csv")
+    assert all(r["grad_norm_projector"] > 0 and r["inject_norm"] > 0 for r in log if r["hybrid_share"] > 0)
+    bad = _run([sys.executable, "-m", "llara.llm.train", *_args(env, env["root"] / "nv", env["root"] / "nv_ckpt", cfg)])
+    assert bad.returncode != 0 and "probe_every" in bad.stderr and "--valid" in bad.stderr
+
+
+def test_probe_metrics_by_hand():
+    from llara.llm.probe import probe_metrics
+
+    rows = [{"candidates": [5, 6, 7], "target": 6}, {"candidates": [1, 2, 3], "target": 1}]
+    scores = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    m = probe_metrics(scores, rows)
+    assert m["hr1"] == 0.5 and m["hr5"] == 1.0 and m["mean_rank"] == 1.0  # ties count against the target and m["chance_hr1"] == pytest.approx(1 / 3)
+    expect = -(np.log(np.e / (np.e + 2)) + np.log(1 / (2 + np.e ** 2))) / 2
+    assert m["cand_loss"] == pytest.approx(expect)
 
 
 def _train_histories(env, cfg):
@@ -109,6 +158,9 @@ def test_projector_frozen_on_text_only_steps(env):
     res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, env["root"] / "text_only_ckpt", cfg)])
     assert res.returncode == 0, res.stderr[-4000:]
     assert not any(_projector_moved(out, env, cfg["seed"]).values())
+    log = _log(out / "train_log.csv")
+    assert all(r["grad_norm_projector"] == 0 and r["loss_hybrid"] is None and r["inject_norm"] is None
+               and r["loss_text"] == pytest.approx(r["loss"], rel=0.05) for r in log)
     out = env["root"] / "hybrid_only"
     cfg = dict(cfg, representation="hybrid", curriculum="hybrid_only")
     res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, env["root"] / "hybrid_only_ckpt", cfg)])

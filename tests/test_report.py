@@ -175,3 +175,39 @@ def test_report_over_seeds(tiny_data, tmp_path):
     assert by["LLaRA(SASRec)"]["lastfm_n_seeds"] == "2" and by["LLaRA(SASRec)"]["lastfm_seeds"] == "42 43"
     for png in ("hr1_ci.png", "hr1_seeds.png", "training.png"):
         assert (out / png).read_bytes()[:8] == PNG
+
+
+def test_report_shows_reference_rows(results, tiny_data, tmp_path):
+    """The no-LLM reference rows sit between chance and the rankers, with chance level, and pair with LLaRA."""
+    from llara.evaluate.reference import reference_predictions
+    from llara.llm.data import write_random_embeddings
+
+    write_random_embeddings(tmp_path / "emb.parquet", 40, dim=8)
+    entries = [e for e in results if e["dataset"] == "lastfm"]
+    for kind, label, seqrec in (("popularity", "Popularity (train targets)", None),
+                                ("last_item", "Last-item similarity (SASRec emb.)", "sasrec")):
+        out = tmp_path / "results" / "lastfm" / "reference" / kind
+        reference_predictions(kind, tiny_data / "items.parquet", {"test": tiny_data / "test.parquet"},
+                              out / "predictions.parquet", out / "metrics.json", train_path=tiny_data / "train.parquet",
+                              embeddings_path=tmp_path / "emb.parquet", n_resamples=50, seed=1)
+        entries.append({"dataset": "lastfm", "kind": "reference", "label": label, "seqrec": seqrec, "variant": kind,
+                        "metrics": str(out / "metrics.json"), "predictions": str(out / "predictions.parquet")})
+    res = build_report(entries, tmp_path / "report", n_resamples=50, seed=1)
+    methods = [r["method"] for r in res["rows"]]
+    assert methods.index("Chance (random candidate)") < methods.index("Popularity (train targets)") \
+        < methods.index("Last-item similarity (SASRec emb.)") < methods.index("SASRec") < methods.index("LLaRA(SASRec)")
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "| Popularity (train targets) | 1.0000 | " in md and "Reference rows (no LLM" in md
+    assert "| Popularity (train targets) | LastFM | 60 | untrained | 2 |" in md  # the LLM's 2 sets, chance beside
+    with open(tmp_path / "report" / "table.csv") as f:
+        by = {r["method"]: r for r in csv.DictReader(f)}
+    pop = by["Popularity (train targets)"]
+    assert pop["kind"] == "reference" and pop["lastfm_k"] == "2" and pop["lastfm_paper_hr1"] == ""
+    assert pop["lastfm_valid_ratio"] == "1.0" and 0.0 <= float(pop["lastfm_hr1"]) <= 1.0
+    assert by["Last-item similarity (SASRec emb.)"]["lastfm_n"] == "60"
+    with open(tmp_path / "report" / "paired.csv") as f:
+        paired = {(p["a"], p["b"], p["metric"]): p for p in csv.DictReader(f)}
+    p = paired[("LLaRA(SASRec)", "Popularity (train targets)", "hr@1")]
+    assert p["sets"] == "0 1" and p["n"] == "60"
+    assert float(p["b_value"]) == pytest.approx(float(pop["lastfm_hr1"]), abs=1e-6)
+    assert ("LLaRA(SASRec)", "Last-item similarity (SASRec emb.)", "strict_hr@1") in paired

@@ -87,6 +87,7 @@ def test_seed_sweep(setup):
     jobs = _jobs(_run(setup, TARGETS, "-n", "--config", "seeds=[42,7,8]"))
     rules = [r for r, _ in jobs]
     assert sorted(rules) == sorted(["seqrec_train_seed", "tune_seed", "evaluate", "evaluate_seqrec", "aggregate_seeds",
-                                    "aggregate_seeds_seqrec", "report"]), jobs
+                                    "aggregate_seeds_seqrec", "evaluate_reference_last_item",
+                                    "aggregate_seeds_reference", "report"]), jobs
     per_seed = [o for r, o in jobs if not r.startswith("aggregate") and r != "report"]
     assert all(f"{ROOT}/seeds/8/" in o for o in per_seed), per_seed

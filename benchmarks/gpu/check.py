@@ -22,6 +22,10 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
             CPU default's steps in minutes: hybrid (projector lr 1e-2) and text-only tuned by the tune CLI
             in bf16 on the same base model, scored on every stored set; the JSON is rewritten after each
             variant, so a call cut short still returns what finished.
+``realdata``  The real-data learning question (docs/real-data.md): hybrid and text-only LLaRA with the recipe
+            ``config/recipes/small-llm.yaml`` on ``--samples`` LastFM rows for ``--epochs``, the in-training probe on
+            all valid rows, rank mode on every stored test set, paired against text-only, SASRec and the
+            last-item scorer; train logs, probe curves, predictions and adapters come back in ``$OUT/tuned``.
 ``stash``   Only keeps the first model part on the machine (when the probe has already been measured).
 ``finish``  Here, on the CPU: evaluates the tuned models a ``lastfm`` / ``learnability`` call returned in
             ``$OUT/tuned/`` (each is copied there before it is evaluated) when the call ran out of time.
@@ -301,8 +305,9 @@ def keep_tuned(src: Path, dest: Path, settings: dict[str, Any]) -> Path:
         shutil.rmtree(tmp)  # our own unfinished copy
     tmp.mkdir(parents=True)
     shutil.copytree(src / "adapter", tmp / "adapter")
-    for name in ("projector.safetensors", "train_log.csv"):
-        shutil.copy2(src / name, tmp / name)
+    for name in ("projector.safetensors", "train_log.csv", "probe.csv"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
     (tmp / "settings.json").write_text(json.dumps(settings, indent=2, default=str) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
@@ -311,15 +316,17 @@ def keep_tuned(src: Path, dest: Path, settings: dict[str, Any]) -> Path:
 
 
 def tune_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, tune_overrides: dict[str, Any],
-                seed: int = 42) -> tuple[dict[str, Any], float]:
-    """LLaRA on LastFM's training rows through the tune CLI (DeepSpeed); returns (settings, seconds)."""
+                seed: int = 42, variant: str | None = None) -> tuple[dict[str, Any], float]:
+    """LLaRA (or a ``tune.variants`` entry) on LastFM's training rows through the tune CLI (DeepSpeed), with the
+    valid rows for the in-training probe; returns (settings, seconds)."""
     from llara.llm.workflow import tune_settings
 
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    tune_cfg = {**tune_settings(default_config(), "lastfm", repo=REPO), **tune_overrides, "seed": seed}
+    tune_cfg = {**tune_settings(default_config(), "lastfm", variant, repo=REPO), **tune_overrides, "seed": seed}
     cmd = [sys.executable, "-m", "llara.llm.train", "--config-json", json.dumps(tune_cfg), "--base", str(base),
            "--items", str(data / "items.parquet"), "--train", str(data / "train.parquet"),
+           "--valid", str(data / "valid.parquet"),
            "--embeddings", str(sasrec_dir / "item_embeddings.parquet"), "--out-dir", str(work / "llara"),
            "--ckpt-dir", str(work / "llara_ckpt"), "--log", str(work / "tune.log")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -391,6 +398,65 @@ def run_lastfm(data: Path, sasrec_dir: Path, base: Path, work: Path, out: Path, 
     timings["tune_s"] = round(tune_s, 1)
     kept = keep_tuned(work / "llara", out / "tuned" / "lastfm", {"tune": tune_cfg, "seed": seed, "timings": timings})
     return score_lastfm(data, sasrec_dir, base, kept, work, out, eval_overrides, tune_cfg, seed, timings)
+
+
+def run_realdata(data: Path, sasrec_dir: Path, base: Path, work: Path, out: Path, variants: list[str],
+                 tune_overrides: dict[str, Any], eval_overrides: dict[str, Any], seed: int = 42,
+                 timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """The real-data learning question on a GPU: each variant (``hybrid`` = the config's tune, others from
+    ``tune.variants``) tuned with the recipe in ``config/config.yaml`` and the in-training probe, kept in
+    ``out/tuned/realdata_<variant>`` (adapter, projector, train_log.csv, probe.csv) before it is evaluated in
+    rank mode on every stored test set; then HR@1 beside chance and paired differences against SASRec, the
+    last-item scorer and (for the others) text-only. ``out/realdata.json`` is rewritten after each variant, so a
+    call cut short returns what finished."""
+    import pyarrow.parquet as pq
+
+    from llara.evaluate.compare import paired_difference
+    from llara.evaluate.reference import reference_predictions
+    from llara.evaluate.run import evaluate_llm
+    from llara.evaluate.seqrec_ranker import seqrec_predictions
+
+    items, test = data / "items.parquet", data / "test.parquet"
+    timings = dict(timings or {})
+    refs = {"SASRec": work / "sasrec" / "predictions.parquet", "last-item": work / "last_item" / "predictions.parquet"}
+    seqrec_predictions(sasrec_dir / "model.safetensors", items, {"test": test}, refs["SASRec"],
+                       refs["SASRec"].with_name("metrics.json"), seed=seed)
+    reference_predictions("last_item", items, {"test": test}, refs["last-item"], refs["last-item"].with_name("metrics.json"),
+                          embeddings_path=sasrec_dir / "item_embeddings.parquet", seed=seed)
+    preds = {name: pq.read_table(p) for name, p in refs.items()}
+    metrics = {name: json.loads(p.with_name("metrics.json").read_text())["splits"]["test"] for name, p in refs.items()}
+    result: dict[str, Any] = {"timings": timings, "tune": {}, "metrics": metrics, "paired": [], "probe": {},
+                              "n_candidates": len(preds["SASRec"].column("candidates")[0].as_py())}
+    for variant in variants:
+        vwork = work / variant
+        cfg, took = tune_lastfm(data, sasrec_dir, base, vwork, tune_overrides, seed, None if variant == "hybrid" else variant)
+        timings[f"{variant}_tune_s"] = round(took, 1)
+        kept = keep_tuned(vwork / "llara", out / "tuned" / f"realdata_{variant}", {"tune": cfg, "seed": seed,
+                                                                                  "variant": variant})
+        t = time.perf_counter()
+        evaluate_llm(base, items, {"test": test}, vwork / "predictions.parquet", vwork / "metrics.json",
+                     dataset="lastfm", method="ablation", variant=variant, seqrec="sasrec",
+                     adapter_dir=kept / "adapter", projector_path=kept / "projector.safetensors",
+                     item_embeddings_path=sasrec_dir / "item_embeddings.parquet", representation=cfg["representation"],
+                     modes=["rank"], seed=seed, progress=False, **eval_overrides)
+        timings[f"{variant}_evaluate_s"] = round(time.perf_counter() - t, 1)
+        preds[variant] = pq.read_table(vwork / "predictions.parquet")
+        metrics[variant] = json.loads((vwork / "metrics.json").read_text())["splits"]["test"]
+        shutil.copy2(vwork / "predictions.parquet", kept / "predictions.parquet")
+        result["tune"][variant] = cfg
+        result["probe"][variant] = (kept / "probe.csv").read_text().splitlines() if (kept / "probe.csv").is_file() else []
+        others = ["SASRec", "last-item"] + (["text_only"] if variant != "text_only" and "text_only" in preds else [])
+        for other in others:
+            res = paired_difference(preds[variant], preds[other], "test", "rank", "rank", "hr@1", seed=seed)
+            result["paired"].append({**res, "method_a": f"{variant} (rank)", "method_b": f"{other} (rank)"})
+        if variant == "text_only":  # pair the variants tuned before it with text-only too
+            for v in variants[:variants.index("text_only")]:
+                res = paired_difference(preds[v], preds["text_only"], "test", "rank", "rank", "hr@1", seed=seed)
+                result["paired"].append({**res, "method_a": f"{v} (rank)", "method_b": "text_only (rank)"})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "realdata.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print_lastfm(result)
+    return result
 
 
 def _fmt(block: dict[str, Any], metric: str) -> str:
@@ -551,6 +617,24 @@ def cmd_lastfm(a: argparse.Namespace) -> None:
                timings={"base_llm_s": round(base_s, 1)})
 
 
+def cmd_realdata(a: argparse.Namespace) -> None:
+    """Hybrid and text-only with the recipe ``--tune`` (default config/recipes/small-llm.yaml) on LastFM
+    (``--samples`` rows, ``--epochs``), probing the valid rows every ``--probe-every`` steps; rank mode on the 5
+    stored test sets."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from realdata_curve import load_tune
+
+    common = a.bundle / "common"
+    install_wheels(common / "wheels")
+    base, base_s = stashed_base(a.bundle)
+    tune = {**load_tune(a.tune), "max_train_samples": a.samples, "epochs": a.epochs, "micro_batch_size": min(a.micro, a.batch),
+            "effective_batch_size": a.batch, "precision": "auto", "checkpoint_every": 10 ** 6,
+            "probe_every": a.probe_every, "probe_rows": 122}
+    evals = {"k": 5, "dtype": "bfloat16", "rank_batch_size": 16}
+    run_realdata(common / "data", common / "sasrec", base, STASH / "realdata", a.out, a.variants, tune, evals,
+                 timings={"base_llm_s": round(base_s, 1)})
+
+
 def cmd_finish(a: argparse.Namespace) -> None:
     """Here, on the CPU: evaluate the tuned models a device call returned under ``--returned`` (its files_at)."""
     tuned = a.returned / "tuned" if a.returned else None
@@ -601,18 +685,33 @@ def cmd_smoke(a: argparse.Namespace) -> None:
                       "--variants", "hybrid", "text_only", "--projector-lr", "1e-2", "--modes", "rank"])
     # what `finish` does with a call's returned adapters, on this call's own: must give the same figures
     finish_returned(out, (data, sas), work / "learnability", base, work / "finish", out / "finish", evals)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from realdata_curve import load_tune
+
+    recipe = load_tune(str(REPO / "config" / "recipes" / "small-llm.yaml"))  # the realdata call's default
+    run_realdata(data, sas, base, work / "realdata", out, ["hybrid", "text_only"],
+                 {**recipe, **tune, "probe_every": 2, "probe_rows": 6}, {"k": 2, "dtype": "float32", "rank_batch_size": 4},
+                 seed=1)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("probe", "lastfm", "learnability", "stash", "finish"):
+    for name in ("probe", "lastfm", "learnability", "stash", "finish", "realdata"):
         p = sub.add_parser(name)
         p.add_argument("--bundle", type=Path, default=REPO / ".gpu", help="the folder prepare.py wrote")
         p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
         p.add_argument("--steps", type=int, default=4, help="probe: steps per setting (the first is not timed)")
         p.add_argument("--micro", type=int, default=32, help="lastfm: micro-batch (x accumulation = 128)")
         p.add_argument("--returned", type=Path, help="finish: the folder a device call's files came back to")
+        p.add_argument("--variants", nargs="+", default=["hybrid", "text_only"],
+                       help="realdata: hybrid (the config's tune) and tune.variants names, in this order")
+        p.add_argument("--samples", type=int, default=8000, help="realdata: training rows (seeded subsample)")
+        p.add_argument("--epochs", type=int, default=2, help="realdata: epochs over them (8,000 x 2 = 1,000 steps of 16)")
+        p.add_argument("--batch", type=int, default=16, help="realdata: samples per optimizer step (the recipe's)")
+        p.add_argument("--probe-every", type=int, default=100, help="realdata: steps between valid-row probes")
+        p.add_argument("--tune", default=str(REPO / "config" / "recipes" / "small-llm.yaml"),
+                       help="realdata: the recipe, a YAML file of tune keys or a JSON object")
         p.add_argument("extra", nargs="*", help="learnability: benchmarks/learnability.py options after --, "
                                                 "replacing the defaults (e.g. -- --samples 8000)")
     sm = sub.add_parser("smoke")
@@ -625,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
     {"probe": cmd_probe, "lastfm": cmd_lastfm, "learnability": cmd_learnability, "stash": cmd_stash,
-     "finish": cmd_finish, "smoke": cmd_smoke}[a.cmd](a)
+     "finish": cmd_finish, "smoke": cmd_smoke, "realdata": cmd_realdata}[a.cmd](a)
     return 0
 
 

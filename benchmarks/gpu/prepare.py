@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     print("Device call 3, on the same warm machine (carry ['.gpu/common'], timeout_s 420; or after call 1 instead\n"
           "of call 2 with carry ['.gpu/common', '.gpu/part2']):\n"
           "  PYTHONUNBUFFERED=1 python3 benchmarks/gpu/check.py learnability --out $OUT")
+    print("Real-data learning (docs/real-data.md), in place of call 2 (carry ['.gpu/common', '.gpu/part2'] after\n"
+          "check.py stash or call 1, timeout_s 540):\n"
+          "  PYTHONUNBUFFERED=1 python3 benchmarks/gpu/check.py realdata --out $OUT")
     return 0
 
 

@@ -99,6 +99,7 @@ _FORWARD = {
     "tune": ("llara.llm.train", "curriculum LoRA + projector tuning under DeepSpeed"),
     "evaluate": ("llara.evaluate.__main__", "generate/rank evaluation on the stored candidates"),
     "aggregate": ("llara.evaluate.aggregate", "one method's per-seed evaluations over seeds x candidate sets"),
+    "reference": ("llara.evaluate.reference", "no-LLM reference scorers (popularity, last item) on the stored candidates"),
     "compare": ("llara.evaluate.compare", "A - B on the same rows and candidate sets, with a paired CI"),
     "report": ("llara.report.__main__", "the paper-style table and plots"),
 }

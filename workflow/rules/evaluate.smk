@@ -1,14 +1,17 @@
 # Evaluation stage (issue #5): the tuned LLaRA model, the zero-shot base LLM and the ablations in
 # generate mode (greedy answer + LLaRA's validity/hit rule, docs/metrics.md) and rank mode
 # (candidate log-likelihoods) on the first k stored candidate sets; the seqrec backbones as
-# per-row rankers (for paired comparisons). Outputs: predictions.parquet + metrics.json.
+# per-row rankers (for paired comparisons); two no-LLM reference scorers on the same rows and sets
+# (popularity: train-target counts; last_item: a backbone's embedding of the last history item).
+# Outputs: predictions.parquet + metrics.json.
 # Params carry only the resolved slice of config `evaluate` (+ seed): changing an evaluation key
 # reruns the evaluations and the report, nothing upstream. Config -> inputs/params mapping:
 # llara.evaluate.workflow.
 # Seeds (llara.seeds): with one training seed every file is where it always was. In a seed sweep each
 # trained method is evaluated once per seed in results/{dataset}/{seqrec}/seeds/{seed}/ and the
 # aggregate_* rules write the method-level metrics.json over seeds x candidate sets; the zero-shot
-# model is not trained, so it is evaluated once.
+# model is not trained, so it is evaluated once; so is the popularity reference (no seed plays a part),
+# while last_item follows its backbone's training seed like evaluate_seqrec.
 from llara.evaluate import workflow as evalwf
 
 SWEEP = seedwf.is_sweep(config)
@@ -115,6 +118,54 @@ rule evaluate_seqrec:
         "../scripts/evaluate_seqrec.py"
 
 
+rule evaluate_reference_popularity:
+    input:
+        unpack(lambda w: evalwf.reference_inputs(config, w.dataset, "popularity")),
+    output:
+        predictions="results/{dataset}/reference/popularity/predictions.parquet",
+        metrics="results/{dataset}/reference/popularity/metrics.json",
+    params:
+        kind="popularity",
+        splits=config["evaluate"]["splits"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        train_seed=None,
+    log:
+        "logs/evaluate_reference/{dataset}_popularity.log",
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_reference.py"
+
+
+rule evaluate_reference_last_item:
+    input:
+        unpack(
+            lambda w: evalwf.reference_inputs(
+                config, w.dataset, "last_item", w.seqrec, seed=seedwf.wildcard_seed(config, w)
+            )
+        ),
+    output:
+        predictions=f"{RUN}/reference/last_item/predictions.parquet",
+        metrics=f"{RUN}/reference/last_item/metrics.json",
+    params:
+        kind="last_item",
+        splits=config["evaluate"]["splits"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        train_seed=lambda w: seedwf.wildcard_seed(config, w),
+    log:
+        f"logs/evaluate_reference/{{dataset}}_{{seqrec}}_last_item{RUN_LOG}.log",
+    wildcard_constraints:
+        seqrec="|".join(evalwf.SEQREC),
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_reference.py"
+
+
 if SWEEP:
 
     rule aggregate_seeds:
@@ -156,3 +207,15 @@ if SWEEP:
             runs=lambda w: evalwf.seed_runs(config, "seqrec", w.dataset, w.seqrec),
         log:
             "logs/aggregate_seeds/{dataset}_{seqrec}_seqrec.log",
+
+    use rule aggregate_seeds as aggregate_seeds_reference with:
+        input:
+            unpack(lambda w: evalwf.seed_run_inputs(config, "last_item", w.dataset, w.seqrec)),
+        output:
+            metrics="results/{dataset}/{seqrec}/reference/last_item/metrics.json",
+        params:
+            runs=lambda w: evalwf.seed_runs(config, "last_item", w.dataset, w.seqrec),
+        log:
+            "logs/aggregate_seeds/{dataset}_{seqrec}_last_item.log",
+        wildcard_constraints:
+            seqrec="|".join(evalwf.SEQREC),

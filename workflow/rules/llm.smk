@@ -53,6 +53,7 @@ rule tune:
         adapter=directory("results/{dataset}/{seqrec}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/llara/train_log.csv",
+        probe="results/{dataset}/{seqrec}/llara/probe.csv",
     params:
         settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir, seed=seedwf.legacy_seed(config)),
         ckpt_dir="results/{dataset}/{seqrec}/llara_ckpt",  # kept outside the outputs: resume after a kill
@@ -75,6 +76,7 @@ rule tune_variant:
         adapter=directory("results/{dataset}/{seqrec}/ablations/{variant}/llara/adapter"),
         projector="results/{dataset}/{seqrec}/ablations/{variant}/llara/projector.safetensors",
         train_log="results/{dataset}/{seqrec}/ablations/{variant}/llara/train_log.csv",
+        probe="results/{dataset}/{seqrec}/ablations/{variant}/llara/probe.csv",
     params:
         settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir, seedwf.legacy_seed(config)),
         ckpt_dir="results/{dataset}/{seqrec}/ablations/{variant}/llara_ckpt",
@@ -98,6 +100,7 @@ if seedwf.is_sweep(config):
             adapter=directory("results/{dataset}/{seqrec}/seeds/{seed}/llara/adapter"),
             projector="results/{dataset}/{seqrec}/seeds/{seed}/llara/projector.safetensors",
             train_log="results/{dataset}/{seqrec}/seeds/{seed}/llara/train_log.csv",
+            probe="results/{dataset}/{seqrec}/seeds/{seed}/llara/probe.csv",
         params:
             settings=lambda w: llmwf.tune_settings(config, w.dataset, repo=workflow.basedir, seed=int(w.seed)),
             ckpt_dir="results/{dataset}/{seqrec}/seeds/{seed}/llara_ckpt",
@@ -111,6 +114,7 @@ if seedwf.is_sweep(config):
             adapter=directory("results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/adapter"),
             projector="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/projector.safetensors",
             train_log="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/train_log.csv",
+            probe="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara/probe.csv",
         params:
             settings=lambda w: llmwf.tune_settings(config, w.dataset, w.variant, workflow.basedir, int(w.seed)),
             ckpt_dir="results/{dataset}/{seqrec}/seeds/{seed}/ablations/{variant}/llara_ckpt",

@@ -16,6 +16,7 @@ sys.stdout.flush(), sys.stderr.flush()
 os.dup2(fd, 1), os.dup2(fd, 2)
 rc = main(["--config-json", json.dumps(dict(p.settings)), "--base", i.base, "--items", i.item_table,
            "--train", i.train, "--embeddings", i.embeddings, "--templates", i.templates,
+           "--valid", i.valid,
            "--out-dir", str(Path(o.projector).parent), "--ckpt-dir", p.ckpt_dir,
            "--threads", str(snakemake.threads)])  # noqa: F821
 sys.exit(rc)

@@ -3,7 +3,8 @@
 The seqrec stage's own metrics.json holds aggregate numbers only; pairing LLaRA with its backbone
 on the same rows and candidate sets needs per-row outcomes, so this scores every stored candidate
 set with the saved backbone (``llara.seqrec.load_model``) and writes rank-mode rows of
-``llara.evaluate.run.PREDICTIONS`` (+ a metrics.json in the evaluation layout). Seconds on CPU.
+``llara.evaluate.run.PREDICTIONS`` (+ a metrics.json in the evaluation layout) through
+``llara.evaluate.ranker_output``. Seconds on CPU.
 """
 
 from __future__ import annotations
@@ -12,16 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from llara.data.schema import EVAL, read_table
-from llara.evaluate.aggregate import aggregate_tables
-from llara.evaluate.blocks import rank_block
-from llara.evaluate.run import PREDICTIONS
-from llara.io import write_json, write_parquet
-from llara.metrics.ranking import target_ranks
-from llara.provenance import provenance
+from llara.evaluate.ranker_output import SplitScores, write_ranker_outputs
 
 
 def seqrec_predictions(model_path: str | Path, items_path: str | Path, split_paths: dict[str, str | Path],
@@ -46,36 +39,13 @@ def seqrec_predictions(model_path: str | Path, items_path: str | Path, split_pat
     n_items = load_n_items(items_path)
     if model.n_items != n_items:
         raise ValueError(f"{model_path} was trained on {model.n_items} items but {items_path} holds {n_items}")
-    pieces, splits = [], {}
+    splits = {}
     for split, path in split_paths.items():
         table = read_table(path, EVAL)
         data = load_split(path, split, n_items, model.max_len)
-        scores = candidate_scores(model, data)  # [rows, K, C]
-        cands = data.candidate_sets.numpy()
-        targets = data.targets.numpy()
-        n, k, _ = scores.shape
-        ranks = np.stack([target_ranks(scores[:, s], cands[:, s], targets) for s in range(k)], axis=1)
-        users = table.column("user_id").to_pylist()
-        for s in range(k):
-            sc = scores[:, s].astype(np.float64)
-            top = cands[np.arange(n), s, sc.argmax(axis=1)]
-            correct = ranks[:, s] == 0
-            pieces.append(pa.table({
-                "split": [split] * n, "mode": ["rank"] * n, "candidate_set": [s] * n, "row": list(range(n)),
-                "user_id": users, "target": targets, "candidates": list(cands[:, s]), "output": pa.nulls(n, pa.string()),
-                "predicted": top, "valid": np.ones(n, bool), "correct": correct, "valid_literal": np.ones(n, bool),
-                "correct_literal": correct, "n_named": pa.nulls(n, pa.int32()),
-                "target_rank": ranks[:, s].astype(np.int32), "scores": list(sc),
-            }, schema=PREDICTIONS))
-        splits[split] = {"n": n, "rank": rank_block(ranks, list(range(k)), seed=seed, n_resamples=n_resamples, alpha=alpha)}
-    table = pa.concat_tables(pieces)
-    write_parquet(table, predictions_path, PREDICTIONS)
-    agg = aggregate_tables({train_seed: table}, list(splits), ["rank"], seed=seed, n_resamples=n_resamples, alpha=alpha)
-    metrics = {**(meta or {}), "candidate_sets": int(k), "modes": ["rank"], "splits": splits,
-               "train_seed": train_seed, "seeds": [train_seed], "aggregate": agg,
-               "provenance": provenance({}, {"model": model_path, "items": items_path,
-                                             **{f"{s}_split": p for s, p in split_paths.items()}},
-                                        seed, wall_time_s=time.perf_counter() - t0)}
-    if metrics_path is not None:
-        write_json(metrics, metrics_path)
-    return metrics
+        splits[split] = SplitScores(candidate_scores(model, data), data.candidate_sets.numpy(),  # [rows, K, C]
+                                    data.targets.numpy(), table.column("user_id").to_numpy(), str(path))
+    return write_ranker_outputs(splits, predictions_path, metrics_path, seed=seed, n_resamples=n_resamples,
+                                alpha=alpha, meta=meta, train_seed=train_seed, t0=t0,
+                                inputs={"model": model_path, "items": items_path,
+                                        **{f"{s}_split": p for s, p in split_paths.items()}})

@@ -80,15 +80,40 @@ def seqrec_ranker_inputs(config: dict[str, Any], dataset: str, seqrec: str, seed
             **{f"split_{s}": f"results/{dataset}/data/{s}.parquet" for s in config["evaluate"]["splits"]}}
 
 
+def reference_inputs(config: dict[str, Any], dataset: str, kind: str, seqrec: str | None = None,
+                     seed: int | None = None) -> dict[str, str]:
+    """Inputs of the reference rules (llara.evaluate.reference): items, the evaluated splits and train.parquet
+    (``popularity``) or the item embeddings of the backbone ``seqrec`` trained with ``seed`` (``last_item``)."""
+    check_dataset(config, dataset)
+    data = f"results/{dataset}/data"
+    d = {"item_table": f"{data}/items.parquet",
+         **{f"split_{s}": f"{data}/{s}.parquet" for s in config["evaluate"]["splits"]}}
+    if kind == "popularity":
+        return {**d, "train": f"{data}/train.parquet"}
+    if kind != "last_item":
+        raise ValueError(f"unknown reference scorer {kind!r}; expected popularity or last_item")
+    if seqrec not in SEQREC:
+        raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
+    return {**d, "embeddings": f"{train_root(config, dataset, seqrec, seed)}/seqrec/item_embeddings.parquet"}
+
+
+def popularity_files(dataset: str) -> dict[str, str]:
+    """The popularity reference's ``predictions`` and ``metrics`` (untrained: one run, seeds play no part)."""
+    root = f"results/{dataset}/reference/popularity"
+    return {"predictions": f"{root}/predictions.parquet", "metrics": f"{root}/metrics.json"}
+
+
 RUN_FILES = {  # kind -> (sub-folder of a seed's evaluation folder, predictions file, metrics file)
     "llara": ("", "predictions.parquet", "metrics.json"),
     "ablation": ("/ablations/{variant}", "predictions.parquet", "metrics.json"),
     "seqrec": ("/seqrec", "ranker_predictions.parquet", "ranker_metrics.json"),
+    "last_item": ("/reference/last_item", "predictions.parquet", "metrics.json"),  # follows the backbone's seed
 }
 
 
 def method_files(kind: str, dataset: str, seqrec: str, variant: str | None = None) -> dict[str, str]:
-    """The method-level ``predictions`` and ``metrics`` paths of a trained method (llara | ablation | seqrec):
+    """The method-level ``predictions`` and ``metrics`` paths of a trained method (llara | ablation | seqrec |
+    last_item, the backbone-embedding reference):
     the one-seed files, or in a seed sweep the aggregate metrics.json (its predictions are per seed)."""
     sub, pred, met = RUN_FILES[kind]
     root = f"results/{dataset}/{seqrec}" + sub.format(variant=variant)
@@ -97,7 +122,7 @@ def method_files(kind: str, dataset: str, seqrec: str, variant: str | None = Non
 
 def seed_runs(config: dict[str, Any], kind: str, dataset: str, seqrec: str, variant: str | None = None) -> list[dict]:
     """One dict per training seed (``seed``, ``predictions``, ``metrics``): where each seed's evaluation of a
-    trained method (llara | ablation | seqrec) lives (llara.seeds.eval_root)."""
+    trained method (llara | ablation | seqrec | last_item) lives (llara.seeds.eval_root)."""
     if kind not in RUN_FILES:
         raise ValueError(f"unknown trained method {kind!r}; expected one of {sorted(RUN_FILES)}")
     check_dataset(config, dataset)

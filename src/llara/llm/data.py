@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from llara.data.schema import ITEMS, TRAIN, read_table
 from llara.llm.prompts import clean_title
 
-CURRICULA = ("linear", "none", "hybrid_only")
+CURRICULA = ("linear", "epoch_reset", "none", "hybrid_only")
 
 
 def load_titles(items_path: str | os.PathLike) -> list[str]:
@@ -121,10 +121,18 @@ def sample_candidates(rng: np.random.Generator, history: list[int], target: int,
     return negs
 
 
-def hybrid_probability(curriculum: str, step: int, total_steps: int) -> float:
-    """p(tau) of drawing the target (non-text) representation at step ``step`` (1-based) of ``total_steps``."""
+def hybrid_probability(curriculum: str, step: int, total_steps: int, steps_per_epoch: int | None = None) -> float:
+    """p(tau) of drawing the target (non-text) representation at step ``step`` (1-based) of ``total_steps``.
+
+    ``linear``: tau/T over the whole run (the paper). ``epoch_reset``: what the authors' released code does,
+    whose step counter lives in each epoch's DataLoader workers: (step within the epoch)/T, so p ramps from 0
+    to 1/epochs inside every epoch and resets (~10% hybrid samples over 5 epochs). ``hybrid_only``: 1;
+    ``none``: 0 (text only)."""
     if curriculum == "linear":
         return min(1.0, step / max(total_steps, 1))
+    if curriculum == "epoch_reset":
+        per = steps_per_epoch or total_steps
+        return min(1.0, ((step - 1) % max(per, 1) + 1) / max(total_steps, 1))
     if curriculum == "hybrid_only":
         return 1.0
     if curriculum == "none":
@@ -163,7 +171,7 @@ class Schedule:
         epoch, k = divmod(step - 1, self.steps_per_epoch)
         perm = np.random.default_rng([self.seed, 11, epoch]).permutation(len(self.rows))
         idx = perm[k * self.effective_batch:(k + 1) * self.effective_batch]
-        p = hybrid_probability(self.curriculum, step, self.total_steps)
+        p = hybrid_probability(self.curriculum, step, self.total_steps, self.steps_per_epoch)
         out = []
         for i in idx.tolist():
             rng = np.random.default_rng([self.seed, 13, epoch, i])

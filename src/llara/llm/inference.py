@@ -22,7 +22,8 @@ of candidates.
 - ``generate`` is greedy, batched with left padding, and returns the first line of the answer, stripped
   (LLaRA's post-processing); ``inputs_embeds`` go through the same vectorised injection as training.
 - ``score_candidates`` returns the log-likelihood (sum of token log-probs) of each candidate's answer text
-  (the exact training answer: ``" " + title + "\\n"`` raw, ``title + eos`` chat) after the prompt. The
+  (the exact training answer: ``" " + title + "\\n"`` raw; chat ``title + eos``, or ``" " + title + eos`` when the
+  model was tuned with ``answer_format: spaced``) after the prompt. The
   prompt is run once per row and its KV cache expanded over the candidates; equal to naive per-candidate
   scoring (:func:`score_candidates_naive`) up to float rounding.
 """
@@ -122,7 +123,7 @@ def load_llara(base_dir, items_path, item_embeddings_path=None, adapter_dir=None
         if projector is not None and table.shape[1] != projector.d_rec:
             raise ValueError(f"{item_embeddings_path}: embedding dimension {table.shape[1]} != the projector's "
                              f"input size {projector.d_rec} ({projector_path})")
-    enc = PromptEncoder(tok, titles, templates, fmt)
+    enc = PromptEncoder(tok, titles, templates, fmt, meta.get("answer_format", "bare"))
     if projector is not None:
         projector = projector.to(device=device, dtype=resolve_dtype(dtype))
     module = LlaraLM(lm, projector, table, enc.special_ids[0]).eval()

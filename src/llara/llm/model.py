@@ -66,11 +66,18 @@ def add_lora(model, r: int = 8, alpha: int = 32, dropout: float = 0.1, targets: 
     return get_peft_model(model, cfg)
 
 
-def init_projector(d_rec: int, embed: nn.Embedding, seed: int) -> LlaraProjector:
-    """A seeded projector whose (frozen) special rows are the mean of the base token embeddings."""
+PROJECTOR_SCALES = ("free", "token_norm")
+
+
+def init_projector(d_rec: int, embed: nn.Embedding, seed: int, scale: str = "free") -> LlaraProjector:
+    """A seeded projector whose (frozen) special rows are the mean of the base token embeddings; ``scale``
+    ``token_norm`` fixes its outputs' L2 norm to the mean norm of those embeddings (``free``: as the authors)."""
+    if scale not in PROJECTOR_SCALES:
+        raise ValueError(f"tune.projector_scale: expected one of {PROJECTOR_SCALES}, found {scale!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        proj = LlaraProjector(d_rec, embed.weight.shape[1])
+        norm = float(embed.weight.float().norm(dim=1).mean()) if scale == "token_norm" else 0.0
+        proj = LlaraProjector(d_rec, embed.weight.shape[1], out_norm=norm)
         with torch.no_grad():
             proj.special.copy_(embed.weight.float().mean(0, keepdim=True).expand_as(proj.special))
     return proj
@@ -100,7 +107,12 @@ class LlaraLM(nn.Module):
                       item_slots, self.special_first_id)
 
     def forward(self, input_ids, attention_mask, labels, item_slots=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss over answer tokens, number of answer tokens); the LM head runs on answer positions only."""
+        """(mean loss over answer tokens, number of answer tokens); the LM head runs on answer positions only.
+
+        Also leaves detached per-row diagnostics in ``self.last_stats`` (no host sync): ``row_loss`` (sum of
+        answer-token losses), ``row_tokens``, ``first_loss`` (the loss of the first answer token, the one that
+        decides which candidate is named) and ``inject_norm`` / ``inject_count`` (sum and count of the L2 norms
+        of the injected vectors)."""
         lm = self.causal_lm
         embeds = self.embed(input_ids, item_slots)
         hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
@@ -109,8 +121,27 @@ class LlaraLM(nn.Module):
         h = hidden[:, :-1][sel]
         logits = lm.get_output_embeddings()(h).float()
         n = sel.sum()
-        loss = F.cross_entropy(logits, tgt[sel], reduction="sum") / n.clamp(min=1)
+        tok_loss = F.cross_entropy(logits, tgt[sel], reduction="none")
+        loss = tok_loss.sum() / n.clamp(min=1)
+        with torch.no_grad():
+            rows = sel.nonzero()[:, 0]
+            b = input_ids.shape[0]
+            row_loss = torch.zeros(b, dtype=torch.float32, device=tok_loss.device).index_add_(0, rows, tok_loss.detach())
+            row_tokens = sel.sum(1).float()
+            first = sel & (sel.long().cumsum(1) == 1)          # the first answer token of each row
+            first_loss = torch.zeros(b, dtype=torch.float32, device=tok_loss.device)
+            first_loss[first.nonzero()[:, 0]] = tok_loss.detach()[first[sel]]
+            slots = item_slots >= 0 if item_slots is not None else torch.zeros_like(sel)
+            norms = embeds.detach()[slots].float().norm(dim=-1) if slots.any() else embeds.new_zeros(0).float()
+            self.last_stats = {"row_loss": row_loss, "row_tokens": row_tokens, "first_loss": first_loss,
+                               "inject_norm": norms.sum(), "inject_count": torch.tensor(float(norms.numel()),
+                                                                                        device=norms.device)}
         return loss, n
+
+    @torch.no_grad()
+    def token_embedding_norm(self) -> float:
+        """Mean L2 norm of the base model's input token embeddings (the scale injected vectors sit beside)."""
+        return float(self.causal_lm.get_input_embeddings().weight.float().norm(dim=1).mean())
 
     @torch.no_grad()
     def logits(self, input_ids, attention_mask, item_slots=None) -> torch.Tensor:

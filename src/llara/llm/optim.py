@@ -27,17 +27,37 @@ class GroupFreezingAdam(torch.optim.Adam):
 
 
 class StepStats:
-    """Sum of micro-batch losses, micro-batch count, tokens and answer tokens of one optimizer step."""
+    """Counters of one optimizer step, kept on the training device (one host read per step): the mean of the
+    micro-batch losses, tokens, answer tokens, and the diagnostics of ``LlaraLM.last_stats`` split by prompt
+    representation (text-only samples against the others)."""
+
+    FIELDS = ("loss_sum", "micro", "tokens", "answer_tokens", "loss_hybrid_sum", "tokens_hybrid", "loss_text_sum",
+              "tokens_text", "first_loss_sum", "first_n", "inject_norm_sum", "inject_n")
 
     def __init__(self, device: torch.device | str):
-        self.values = torch.zeros(4, dtype=torch.float64, device=device)
+        self.values = torch.zeros(len(self.FIELDS), dtype=torch.float64, device=device)
 
-    def add(self, loss: torch.Tensor, n_tokens: int, n_answer: torch.Tensor) -> None:
-        """Accumulate one micro-batch; ``loss`` and ``n_answer`` stay on the device (no sync)."""
-        self.values[0] += loss.detach().to(torch.float64)
-        self.values[1] += 1.0
-        self.values[2] += float(n_tokens)
-        self.values[3] += n_answer.detach().to(torch.float64)
+    def add(self, loss: torch.Tensor, n_tokens: int, n_answer: torch.Tensor, diag: dict | None = None,
+            is_text: torch.Tensor | None = None) -> None:
+        """Accumulate one micro-batch; ``loss``, ``n_answer``, ``diag`` (``LlaraLM.last_stats``) and ``is_text``
+        (bool per row) stay on the device (no sync)."""
+        v = self.values
+        v[0] += loss.detach().to(torch.float64)
+        v[1] += 1.0
+        v[2] += float(n_tokens)
+        v[3] += n_answer.detach().to(torch.float64)
+        if diag is None or is_text is None:
+            return
+        text = is_text.to(diag["row_loss"].dtype)
+        other = 1.0 - text
+        v[4] += (diag["row_loss"] * other).sum().double()
+        v[5] += (diag["row_tokens"] * other).sum().double()
+        v[6] += (diag["row_loss"] * text).sum().double()
+        v[7] += (diag["row_tokens"] * text).sum().double()
+        v[8] += diag["first_loss"].sum().double()
+        v[9] += float(diag["first_loss"].numel())
+        v[10] += diag["inject_norm"].double()
+        v[11] += diag["inject_count"].double()
 
     def reduced(self, world: int) -> torch.Tensor:
         """The counters summed over the ``world`` data-parallel processes (a collective on the device)."""
@@ -47,7 +67,16 @@ class StepStats:
             dist.all_reduce(self.values)
         return self.values
 
-    def row(self) -> dict[str, float]:
-        """loss (mean over micro-batches), tokens, answer_tokens: the one host read of the step."""
-        loss_sum, micro, tokens, answers = self.values.tolist()
-        return {"loss": loss_sum / max(micro, 1.0), "tokens": tokens, "answer_tokens": answers}
+    def row(self) -> dict[str, float | None]:
+        """loss (mean over micro-batches), tokens, answer_tokens, loss_hybrid / loss_text (mean per answer token of
+        the non-text / text samples; None without such samples), first_token_loss (mean over samples) and
+        inject_norm (mean L2 norm of the injected vectors; None without any): the one host read of the step."""
+        d = dict(zip(self.FIELDS, self.values.tolist()))
+
+        def ratio(num: str, den: str) -> float | None:
+            return d[num] / d[den] if d[den] > 0 else None
+
+        return {"loss": d["loss_sum"] / max(d["micro"], 1.0), "tokens": d["tokens"],
+                "answer_tokens": d["answer_tokens"], "loss_hybrid": ratio("loss_hybrid_sum", "tokens_hybrid"),
+                "loss_text": ratio("loss_text_sum", "tokens_text"), "first_token_loss": ratio("first_loss_sum", "first_n"),
+                "inject_norm": ratio("inject_norm_sum", "inject_n")}

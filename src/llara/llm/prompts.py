@@ -9,7 +9,8 @@ An item is rendered, depending on the representation, as
 - ``plain``: the bare title (zero-shot base model, which has no special tokens).
 
 Labels are -100 on every prompt token and on padding; only the answer (``" " + title + "\\n"`` for raw
-prompts, ``title + eos`` for chat prompts) is learned. Tokens are assigned to the answer by their
+prompts; for chat prompts ``title + eos`` with ``answer_format="bare"`` or ``" " + title + eos`` with
+``"spaced"``, which tokenises the title as it appears among the candidates) is learned. Tokens are assigned to the answer by their
 character offsets in the full string, so the prompt tokens of a training sample are exactly the tokens
 of the prompt alone (what inference feeds).
 """
@@ -30,6 +31,7 @@ SPECIAL_TOKENS = ("[PH]", "[HistoryEmb]", "[CansEmb]", "[ItemEmb]")
 PH, HIST, CANS, ITEM = SPECIAL_TOKENS
 REPRESENTATIONS = ("hybrid", "text", "id")
 PROMPT_FORMATS = ("auto", "raw", "chat")
+ANSWER_FORMATS = ("bare", "spaced")
 REQUIRED_FIELDS = {"history", "candidates"}
 OPTIONAL_FIELDS = {"n_candidates"}
 SEP = ", "
@@ -242,6 +244,7 @@ class PromptEncoder:
     titles: Sequence[str]
     templates: Sequence[str]
     prompt_format: str = "raw"
+    answer_format: str = "bare"
 
     def __post_init__(self):
         self.special_ids = add_special_tokens(self.tokenizer)
@@ -250,6 +253,8 @@ class PromptEncoder:
             raise ValueError(f"prompt_format: expected raw or chat after resolution, found {self.prompt_format!r}")
         if self.prompt_format == "chat" and not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("prompt_format: 'chat' but the tokenizer has no chat template")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"answer_format: expected one of {ANSWER_FORMATS}, found {self.answer_format!r}")
 
     # ---- text ---------------------------------------------------------------------------
     def prompt_text(self, history: Sequence[int], candidates: Sequence[int], representation: str,
@@ -265,9 +270,13 @@ class PromptEncoder:
         return body
 
     def answer_text(self, item: int) -> str:
-        """The learned answer for ``item`` (also what candidate scoring scores)."""
+        """The learned answer for ``item`` (also what candidate scoring scores).
+
+        Chat: ``title + eos`` (``bare``) or ``" " + title + eos`` (``spaced``: the title's tokens are then
+        those it has among the candidates, after ", "); raw prompts always end the answer with a newline."""
         if self.prompt_format == "chat":
-            return f"{self.titles[item]}{self.tokenizer.eos_token}"
+            lead = " " if self.answer_format == "spaced" else ""
+            return f"{lead}{self.titles[item]}{self.tokenizer.eos_token}"
         return f" {self.titles[item]}\n"
 
     @property

@@ -39,9 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llara.llm.probe import PROBE_COLUMNS
+
 log = logging.getLogger("llara.llm.train")
 
-LOG_COLUMNS = ["step", "loss", "lr", "hybrid_share", "tokens_per_s", "epoch", "tokens", "answer_tokens", "step_s"]
+LOG_COLUMNS = ["step", "loss", "lr", "hybrid_share", "tokens_per_s", "epoch", "tokens", "answer_tokens", "step_s",
+               # diagnostics (docs/interfaces.md): loss per answer token of the non-text / text samples, loss of the
+               # first answer token, gradient L2 norms before the update, mean injected-vector / token-embedding norms
+               "loss_hybrid", "loss_text", "first_token_loss", "grad_norm_lora", "grad_norm_projector",
+               "inject_norm", "token_emb_norm"]
 
 
 @dataclass
@@ -60,8 +66,10 @@ class TuneConfig:
     dataset: str = "lastfm"
     seed: int = 42
     representation: str = "hybrid"        # hybrid | text | id: the representation the curriculum moves to
-    curriculum: str = "linear"            # linear (p = tau/T) | none (text only) | hybrid_only (p = 1)
+    curriculum: str = "linear"            # linear (p = tau/T) | epoch_reset (the authors' released code) | none | hybrid_only
     prompt_format: str = "auto"           # auto | raw | chat
+    answer_format: str = "bare"           # chat answers: bare (title + eos) | spaced (" " + title + eos)
+    projector_scale: str = "free"         # free (the authors' MLP) | token_norm (outputs at the token-embedding norm)
     n_candidates: int = 20
     max_train_samples: int | None = 384
     epochs: int = 1
@@ -80,6 +88,8 @@ class TuneConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int = 1
     gradient_checkpointing: bool = False
+    probe_every: int = 0                  # optimizer steps between valid-row probes (probe.csv); 0: off
+    probe_rows: int = 64                  # first rows of valid.parquet the probe scores (stored set 0)
 
     def __post_init__(self) -> None:
         self.check()
@@ -123,6 +133,7 @@ class TunePaths:
     out_dir: str
     ckpt_dir: str
     templates: str | None = None
+    valid: str | None = None              # valid.parquet: the probe's rows (needed when probe_every > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +183,7 @@ class Prepared:
     rows: Any
     templates: list[str]
     ds_base: dict[str, Any]
+    probe_rows: list[dict] | None = None
 
 
 def preflight(cfg: TuneConfig, paths: TunePaths) -> Prepared:
@@ -186,7 +198,14 @@ def preflight(cfg: TuneConfig, paths: TunePaths) -> Prepared:
     titles = load_titles(paths.items)
     table = load_item_embeddings(paths.embeddings, len(titles))
     rows = load_train_rows(paths.train, len(titles), cfg.max_train_samples, cfg.seed)
-    return Prepared(titles, table, rows, templates, ds_base)
+    probe_rows = None
+    if cfg.probe_every:
+        if not paths.valid:
+            raise ValueError("tune.probe_every > 0 needs the valid split (--valid results/{dataset}/data/valid.parquet)")
+        from llara.llm.probe import load_probe_rows
+
+        probe_rows = load_probe_rows(paths.valid, cfg.probe_rows, len(titles))
+    return Prepared(titles, table, rows, templates, ds_base, probe_rows)
 
 
 def fingerprint(cfg: TuneConfig, paths: TunePaths) -> str:
@@ -196,7 +215,7 @@ def fingerprint(cfg: TuneConfig, paths: TunePaths) -> str:
 
     h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for p in (paths.items, paths.train, paths.embeddings, paths.templates or default_templates_path(),
-              cfg.deepspeed_config):
+              cfg.deepspeed_config, *([paths.valid] if cfg.probe_every else [])):
         h.update(sha256_file(p).encode())
     base = Path(paths.base)
     for f in sorted(base.iterdir()):
@@ -270,12 +289,12 @@ def _atomic_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _csv_text(rows: list[dict]) -> str:
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r.get(k) for k in LOG_COLUMNS})
+        w.writerow({k: r.get(k) for k in columns})
     return buf.getvalue()
 
 
@@ -295,7 +314,7 @@ def build_module(base, cfg: TuneConfig, item_table, special_first_id: int):
         base.config.use_cache = False
     torch.manual_seed(cfg.seed)
     lm = add_lora(base, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    projector = init_projector(item_table.shape[1], base.get_input_embeddings(), cfg.seed)
+    projector = init_projector(item_table.shape[1], base.get_input_embeddings(), cfg.seed, cfg.projector_scale)
     table = torch.from_numpy(item_table) if isinstance(item_table, np.ndarray) else item_table
     return LlaraLM(lm, projector, table, special_first_id)
 
@@ -332,7 +351,8 @@ def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accu
                world: int) -> dict[str, Any]:
     """One optimizer step over ``samples`` (the whole step's, every rank's): this rank's micro-batches,
     forward/backward/step under DeepSpeed, counters kept on the device and read once. Returns the log row
-    fields (loss, lr, hybrid_share, tokens_per_s, tokens, answer_tokens, step_s)."""
+    fields (loss, lr, hybrid_share, tokens_per_s, tokens, answer_tokens, step_s and the diagnostics loss_hybrid,
+    loss_text, first_token_loss, grad_norm_lora, grad_norm_projector, inject_norm)."""
     import numpy as np
     import torch
 
@@ -344,30 +364,63 @@ def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accu
     opt.param_groups[1]["frozen"] = all(s["representation"] == "text" for s in samples)
     dev = engine.device
     stats = StepStats(dev)
+    norms = (None, None)
     for m in range(accum):
         off = (m * world + rank) * micro
-        batch = enc.training_batch(samples[off:off + micro])
+        part = samples[off:off + micro]
+        batch = enc.training_batch(part)
         n_tokens = int(batch["attention_mask"].sum())
         torch.manual_seed(_micro_seed(seed, step, m, rank))
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         loss, n_ans = engine(**batch)
         engine.backward(loss)
+        if m == accum - 1:  # the step's accumulated gradients, before the update
+            norms = grad_norms(engine.module)
         engine.step()
-        stats.add(loss, n_tokens, n_ans)
+        is_text = torch.tensor([s["representation"] == "text" for s in part], device=dev)
+        stats.add(loss, n_tokens, n_ans, getattr(engine.module, "last_stats", None), is_text)
     stats.reduced(world)
     totals = stats.row()  # the step's one host sync
     dt = time.perf_counter() - t0
+
+    def r6(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
     return {"loss": round(totals["loss"], 6), "lr": lr_now,
             "hybrid_share": round(float(np.mean([s["hybrid"] for s in samples])), 6),
             "tokens_per_s": round(totals["tokens"] / dt, 2), "tokens": int(totals["tokens"]),
-            "answer_tokens": int(totals["answer_tokens"]), "step_s": round(dt, 3)}
+            "answer_tokens": int(totals["answer_tokens"]), "step_s": round(dt, 3),
+            "loss_hybrid": r6(totals["loss_hybrid"]), "loss_text": r6(totals["loss_text"]),
+            "first_token_loss": r6(totals["first_token_loss"]), "grad_norm_lora": r6(norms[0]),
+            "grad_norm_projector": r6(norms[1]), "inject_norm": r6(totals["inject_norm"])}
 
 
-def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_path: str | None = None) -> dict[str, Any]:
+def grad_norms(module) -> tuple[float | None, float | None]:
+    """L2 norms of the accumulated gradients of the LoRA and of the projector parameters (every rank calls it:
+    under ZeRO the full gradient is gathered), None where DeepSpeed holds none."""
+    import torch
+    from deepspeed.utils import safe_get_full_grad
+
+    sums = {"lora": None, "projector": None}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        g = safe_get_full_grad(p)
+        if g is None:
+            continue
+        key = "projector" if name.startswith("projector.") else "lora"
+        sq = g.float().pow(2).sum()
+        sums[key] = sq if sums[key] is None else sums[key] + sq
+    out = torch.stack([torch.tensor(-1.0) if v is None else v.cpu() for v in sums.values()]).tolist()
+    return tuple(None if v < 0 else v ** 0.5 for v in out)
+
+
+def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
+          final_logits_path: str | None = None) -> dict[str, Any]:
     """Run (or resume) one tuning run as this process's rank; rank 0 writes the outputs. Returns a summary."""
     from llara.io import check_replaceable
 
-    for name in ("adapter", "projector.safetensors", "train_log.csv"):  # never replace what llara did not write
+    for name in ("adapter", "projector.safetensors", "train_log.csv", "probe.csv"):  # never replace what llara did not write
         check_replaceable(Path(paths.out_dir) / name)
     prep = preflight(cfg, paths)
     fp = fingerprint(cfg, paths)
@@ -406,7 +459,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     load_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.precision, "float32")
     tok, base = load_base(paths.base, load_dtype, device=f"cuda:{local_rank}" if on_gpu else "cpu")
     fmt = resolve_prompt_format(cfg.prompt_format, tok)
-    enc = PromptEncoder(tok, prep.titles, prep.templates, fmt)
+    enc = PromptEncoder(tok, prep.titles, prep.templates, fmt, cfg.answer_format)
     module = build_module(base, cfg, prep.item_table, enc.special_ids[0])
 
     sched = Schedule(prep.rows, len(prep.titles), cfg.seed, cfg.epochs, cfg.effective_batch_size,
@@ -416,13 +469,13 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     engine, opt = build_engine(module, cfg, ds_cfg, T)
 
     ckpt = Path(paths.ckpt_dir)
-    start, log_rows = 0, []
+    start, log_rows, probe_log = 0, [], []
     fp_file = ckpt / "fingerprint.txt"
     resumable = (ckpt / "latest").is_file() and fp_file.is_file() and fp_file.read_text().strip() == fp
     if resumable:
         _, client = engine.load_checkpoint(str(ckpt), load_module_strict=False, load_optimizer_states=True,
                                            load_lr_scheduler_states=True)
-        start, log_rows = int(client["step"]), list(client["log"])
+        start, log_rows, probe_log = int(client["step"]), list(client["log"]), list(client.get("probe", []))
         if rank == 0:
             log.info("resumed from %s at step %d/%d", ckpt, start, T)
     else:
@@ -441,14 +494,37 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
 
     from tqdm import tqdm
 
+    from llara.llm.probe import run_probe
+
+    token_norm = round(module.token_embedding_norm(), 6)
+
+    def probe(step: int) -> None:
+        """Probe on rank 0 (ZeRO-2 keeps full parameters on every rank) while the others wait."""
+        if rank == 0:
+            res = run_probe(engine.module, enc, prep.titles, prep.probe_rows, cfg.representation)
+            probe_log.append({"step": step, "samples": step * cfg.effective_batch_size, **res})
+            log.info("probe at step %d: valid HR@1 %.3f (chance %.3f), HR@5 %.3f, candidate loss %.3f, %.0f s",
+                     step, res["hr1"], res["chance_hr1"], res["hr5"], res["cand_loss"], res["probe_s"])
+        dist.barrier()
+
+    probing = bool(cfg.probe_every) and prep.probe_rows is not None
+    if probing and engine.zero_optimization_stage() == 3:
+        log.warning("tune.probe_every is not supported under ZeRO-3 (partitioned parameters): no probe")
+        probing = False
+    if probing and start == 0:
+        probe(0)
+
     kill_at = int(os.environ.get("LLARA_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
     bar = tqdm(total=T, initial=start, desc="tune", disable=rank != 0, file=sys.stderr, mininterval=5)
     engine.train()
     for step in range(start + 1, T + 1):
         samples = sched.step_samples(step)
         row = {"step": step, "epoch": (step - 1) // sched.steps_per_epoch,
-               **train_step(engine, opt, enc, samples, cfg.seed, step, accum, mb, rank, world)}
+               **train_step(engine, opt, enc, samples, cfg.seed, step, accum, mb, rank, world),
+               "token_emb_norm": token_norm}
         log_rows.append(row)
+        if probing and (step % cfg.probe_every == 0 or step == T):
+            probe(step)
         bar.update(1)
         bar.set_postfix(loss=row["loss"], hybrid=row["hybrid_share"], tok_s=row["tokens_per_s"])
         if rank == 0 and (step % 10 == 0 or step in (1, T)):
@@ -457,7 +533,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
         if step % cfg.checkpoint_every == 0 and step < T:
             tag = f"step{step:07d}"
             engine.save_checkpoint(str(ckpt), tag=tag, client_state={"step": step, "log": log_rows,
-                                                                     "fingerprint": fp},
+                                                                     "probe": probe_log, "fingerprint": fp},
                                    exclude_frozen_parameters=True)
             dist.barrier()
             if rank == 0:
@@ -479,11 +555,11 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
     summary = {"steps": T, "world": world, "fingerprint": fp, "wall_s": round(time.perf_counter() - t_start, 1),
                "n_trainable": n_trainable, "prompt_format": fmt}
     if rank == 0:
-        write_outputs(engine.module, full, cfg, paths, fmt, log_rows, summary, prep)
-        if probe_path and engine.zero_optimization_stage() == 3:
-            log.warning("--probe is not supported under ZeRO-3 (partitioned parameters): skipped")
-        elif probe_path:
-            write_probe(engine.module, full, enc, prep, cfg, probe_path)
+        write_outputs(engine.module, full, cfg, paths, fmt, log_rows, summary, prep, probe_log)
+        if final_logits_path and engine.zero_optimization_stage() == 3:
+            log.warning("--final-logits is not supported under ZeRO-3 (partitioned parameters): skipped")
+        elif final_logits_path:
+            write_final_logits(engine.module, full, enc, prep, cfg, final_logits_path)
         remove_tree(ckpt, "tune")  # outputs are complete: a later run must start afresh
         log.info("done: %s", summary)
     dist.barrier()
@@ -491,8 +567,9 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None, probe_p
 
 
 def write_outputs(module, full: dict, cfg: TuneConfig, paths: TunePaths, fmt: str, log_rows: list[dict],
-                  summary: dict[str, Any], prep: Prepared) -> None:
-    """adapter/ (peft folder + llara_provenance.json), projector.safetensors, train_log.csv; atomically.
+                  summary: dict[str, Any], prep: Prepared, probe_log: list[dict] | None = None) -> None:
+    """adapter/ (peft folder + llara_provenance.json), projector.safetensors, train_log.csv, probe.csv (its header
+    alone when the probe is off); atomically.
 
     ``full`` holds the fp32 (master) value of every trainable parameter, keyed by ``module`` names.
     """
@@ -502,7 +579,8 @@ def write_outputs(module, full: dict, cfg: TuneConfig, paths: TunePaths, fmt: st
 
     out = Path(paths.out_dir)
     meta = {"dataset": cfg.dataset, "representation": cfg.representation, "curriculum": cfg.curriculum,
-            "prompt_format": fmt, "n_candidates": cfg.n_candidates, "templates": prep.templates,
+            "prompt_format": fmt, "answer_format": cfg.answer_format, "n_candidates": cfg.n_candidates,
+            "templates": prep.templates,
             "base": str(paths.base)}
     prov = provenance(cfg.to_dict(), {"items": paths.items, "train": paths.train, "embeddings": paths.embeddings},
                       seed=cfg.seed, device="cuda" if _cuda_count() else "cpu", wall_time_s=summary["wall_s"],
@@ -512,13 +590,15 @@ def write_outputs(module, full: dict, cfg: TuneConfig, paths: TunePaths, fmt: st
         module.lm.save_pretrained(str(tmp), state_dict=lora_sd)
         (tmp / "llara_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     proj = LlaraProjector(module.projector.d_rec, module.projector.d_llm, module.projector.n_special)
-    proj.load_state_dict({"special": module.projector.special.detach().float().cpu(),  # frozen buffer
+    proj.load_state_dict({"special": module.projector.special.detach().float().cpu(),  # frozen buffers
+                          "out_norm": module.projector.out_norm.detach().float().cpu(),
                           **{k[len("projector."):]: v for k, v in full.items() if k.startswith("projector.")}})
     save_projector(proj, out / "projector.safetensors", meta)
-    _atomic_text(out / "train_log.csv", _csv_text(log_rows))
+    _atomic_text(out / "train_log.csv", _csv_text(log_rows, LOG_COLUMNS))
+    _atomic_text(out / "probe.csv", _csv_text(probe_log or [], PROBE_COLUMNS))
 
 
-def write_probe(module, full: dict, enc, prep: Prepared, cfg: TuneConfig, path: str) -> None:
+def write_final_logits(module, full: dict, enc, prep: Prepared, cfg: TuneConfig, path: str) -> None:
     """Logits of the final model (fp32, trainable parameters at their saved values) on a fixed batch;
     tests compare a reloaded adapter to them. Casts the whole module: small models only."""
     import torch
@@ -550,11 +630,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", required=True)
     ap.add_argument("--embeddings", required=True, help="seqrec item_embeddings.parquet")
     ap.add_argument("--templates", default=None, help="templates YAML (default: the packaged one)")
+    ap.add_argument("--valid", default=None, help="valid.parquet: rows of the in-training probe (tune.probe_every)")
     ap.add_argument("--out-dir", required=True, help="writes adapter/, projector.safetensors, train_log.csv")
     ap.add_argument("--ckpt-dir", required=True, help="kept checkpoint folder (resume)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (split across CPU processes)")
     ap.add_argument("--nproc", type=int, default=None, help="processes (default: number of GPUs, 1 on CPU)")
-    ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--final-logits", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--log", default=None, help="also log to this file")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -565,14 +646,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
     cfg = TuneConfig.from_dict(json.loads(args.config_json))
     paths = TunePaths(base=args.base, items=args.items, train=args.train, embeddings=args.embeddings,
-                      out_dir=args.out_dir, ckpt_dir=args.ckpt_dir, templates=args.templates)
+                      out_dir=args.out_dir, ckpt_dir=args.ckpt_dir, templates=args.templates, valid=args.valid)
     preflight(cfg, paths)  # fail on bad input before any launcher or model
     if "RANK" not in os.environ:
         child = [a for a in argv]
         rc = launch_if_needed(child, args.nproc)
         if rc is not None:
             return rc
-    train(cfg, paths, threads=args.threads, probe_path=args.probe)
+    train(cfg, paths, threads=args.threads, final_logits_path=args.final_logits)
     return 0
 
 

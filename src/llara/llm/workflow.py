@@ -93,6 +93,7 @@ def tune_inputs(config: dict[str, Any], dataset: str, seqrec: str, variant: str 
         "base": f"resources/llm/{llm_name(config)}",
         "item_table": f"results/{dataset}/data/items.parquet",
         "train": f"results/{dataset}/data/train.parquet",
+        "valid": f"results/{dataset}/data/valid.parquet",  # the in-training probe's rows (tune.probe_every)
         "embeddings": f"{train_root(config, dataset, seqrec, seed)}/seqrec/item_embeddings.parquet",
         "templates": prompts_path(dataset),
         "deepspeed": tune_settings(config, dataset, variant, repo)["deepspeed_config"],

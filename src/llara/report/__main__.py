@@ -1,6 +1,6 @@
 """Command line: ``python -m llara.report OUT_DIR ENTRIES.json [--split test] [--llm-mode generate]``.
 
-ENTRIES.json is a list of objects with keys dataset, kind (seqrec | llara | zeroshot | ablation),
+ENTRIES.json is a list of objects with keys dataset, kind (seqrec | llara | zeroshot | ablation | reference),
 label, metrics, and optionally predictions, seqrec, variant, train_log, and runs (one object per
 training seed: seed, predictions, metrics, train_log) (llara.report.collect.Entry).
 """

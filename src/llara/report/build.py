@@ -5,7 +5,8 @@ Every figure of ours is the mean over training seeds x candidate sets (one seed 
 interval and the number of seeds and sets behind it; chance level (1/n and 5/n for n candidates)
 stands beside every HR@1. Outputs (all written atomically):
 
-* ``table.md``  - Table 1 layout (rows = methods incl. a chance row, columns = datasets x
+* ``table.md``  - Table 1 layout (rows = methods incl. a chance row and, with config ``report.reference``,
+  the no-LLM reference rows of llara.evaluate.reference, columns = datasets x
   {ValidRatio, HR@1, seeds x sets}; each cell ours and the paper's value), a details table
   (strict HR@1, min-max over seeds x sets, rank-mode metrics, chance HR@1 / HR@5, sources), the
   per-seed numbers, paired differences, and notes on the paper numbers.
@@ -28,7 +29,7 @@ from llara.evaluate.compare import paired_runs
 from llara.io import atomic_path, check_replaceable
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES
 from llara.report import paper
-from llara.report.collect import Entry, Summary, evaluated_sets, summarize
+from llara.report.collect import RANKERS, Entry, Summary, evaluated_sets, summarize
 from llara.report.plots import plot_hr1, plot_seed_spread, plot_training
 
 log = logging.getLogger("llara.report")
@@ -36,18 +37,19 @@ log = logging.getLogger("llara.report")
 DATASET_LABELS = {"movielens": "MovieLens", "steam": "Steam", "lastfm": "LastFM"}
 CHANCE_LABEL = "Chance (random candidate)"
 OUTPUTS = ("table.md", "table.csv", "paired.csv", "hr1_ci.png", "hr1_seeds.png", "training.png")
-_KIND_ORDER = {"chance": -1, "seqrec": 0, "zeroshot": 1, "paper": 2, "ablation": 3, "llara": 4}
+_KIND_ORDER = {"chance": -1, "reference": 0, "seqrec": 1, "zeroshot": 2, "paper": 3, "ablation": 4, "llara": 5}
 _SEQREC_ORDER = {"gru4rec": 0, "caser": 1, "sasrec": 2}
 _PAPER_ORDER = {row: i for i, row in enumerate(paper.PAPER)}
 
 
 def _row_key(label: str, info: dict) -> tuple:
-    """The paper's row order: chance, rankers, other LLM methods, ablations, LLaRA (GRU4Rec, Caser, SASRec)."""
+    """The paper's row order: chance, no-LLM references (popularity first), rankers, other LLM methods,
+    ablations, LLaRA (GRU4Rec, Caser, SASRec)."""
     kind = info["kind"]
     if kind == "paper":  # a paper-only row joins the group of its kind
         kind = "seqrec" if label in paper.SEQREC_LABELS.values() else ("llara" if label.startswith("LLaRA") else "paper")
     return (_KIND_ORDER[kind], _PAPER_ORDER.get(info["paper_row"] or "", 99),
-            _SEQREC_ORDER.get(info["seqrec"] or "", 9), label)
+            _SEQREC_ORDER.get(info["seqrec"] or "", -1 if kind == "reference" else 9), label)
 
 
 def _fmt(x: float | None, nd: int = 4) -> str:
@@ -77,7 +79,7 @@ def _common_sets(entries: list[Entry], split: str, llm_mode: str) -> list[int] |
     """The candidate sets every LLM entry of a dataset was evaluated on (None: no LLM entry)."""
     common = None
     for e in entries:
-        if e.kind == "seqrec":
+        if e.kind in RANKERS:
             continue
         try:
             s = set(evaluated_sets(e, split, llm_mode))
@@ -126,7 +128,7 @@ def build_report(entries: list[Entry | dict[str, Any]], out_dir: str | Path, *, 
         sets = _common_sets(ds_entries, split, llm_mode)
         sets_used[d] = sets
         for e in ds_entries:
-            mode = "rank" if e.kind == "seqrec" else llm_mode
+            mode = "rank" if e.kind in RANKERS else llm_mode
             summaries[(e.label, d)] = summarize(e, split, mode, sets, **kw)
     chance = {d: _chance(summaries, d) for d in datasets}
 
@@ -173,7 +175,7 @@ def build_report(entries: list[Entry | dict[str, Any]], out_dir: str | Path, *, 
             for metric in ("hr@1", "strict_hr@1"):
                 try:
                     r = paired_runs(a.tables(), b.tables(), split=split, mode_a=llm_mode,
-                                    mode_b="rank" if b.kind == "seqrec" else llm_mode, metric=metric,
+                                    mode_b="rank" if b.kind in RANKERS else llm_mode, metric=metric,
                                     sets=sets_used[d], **kw)
                 except ValueError as err:
                     log.warning("no paired comparison %s vs %s on %s: %s", a.label, b.label, d, err)
@@ -226,6 +228,12 @@ def _markdown(rows, summaries, paired, datasets, sets_used, chance, split, llm_m
       "random pick among the candidates (HR@1 = 1/n, HR@5 = 5/n). How to read this table: docs/metrics.md, "
       "section \"Reading the report\".")
     w()
+    if any(r["kind"] == "reference" for r in rows):
+        w("Reference rows (no LLM; the same rows and stored candidate sets, ties counted against the target): "
+          "*Popularity (train targets)* ranks the candidates by how often each is a target in train.parquet; "
+          "*Last-item similarity (X emb.)* by the dot product of backbone X's embedding of the row's last history "
+          "item with each candidate's. They show what the behavioural signal alone gives.")
+        w()
     seeds_by_d: dict[str, set] = {}
     for (_, d), s in summaries.items():
         seeds_by_d.setdefault(d, set()).update(x for x in s.seeds if x is not None)
@@ -266,7 +274,7 @@ def _markdown(rows, summaries, paired, datasets, sets_used, chance, split, llm_m
     for (lbl, d), s in summaries.items():
         c = chance[d]
         ch = f"{c['hr@1']:.4f} / {c['hr@5']:.4f}" if c else "—"
-        w(f"| {lbl} | {lab(d)} | {s.n if s.n is not None else '—'} | {_seed_list(s.seeds, s.entry.kind == 'zeroshot')} | {len(s.sets) or '—'} "
+        w(f"| {lbl} | {lab(d)} | {s.n if s.n is not None else '—'} | {_seed_list(s.seeds, s.entry.untrained)} | {len(s.sets) or '—'} "
           f"| {_fmt(s.valid_ratio)} | {_fmt(s.hr1)}{_sd(s.hr1_sd)}{_ci(s.hr1_ci)} | {_fmt(s.hr1_min)}-{_fmt(s.hr1_max)} "
           f"| {_fmt(s.strict_hr1)}{_sd(s.strict_hr1_sd)}{_ci(s.strict_hr1_ci)} | {_fmt(s.rank.get('hr@1'))} "
           f"| {_fmt(s.rank.get('hr@5'))} | {_fmt(s.rank.get('ndcg@5'))} | {ch} | `{s.source}` |")
@@ -281,7 +289,7 @@ def _markdown(rows, summaries, paired, datasets, sets_used, chance, split, llm_m
         for (lbl, d), s in summaries.items():
             c = chance[d]
             for p in s.per_seed:
-                w(f"| {lbl} | {lab(d)} | {_seed_list([p['seed']], s.entry.kind == 'zeroshot')} "
+                w(f"| {lbl} | {lab(d)} | {_seed_list([p['seed']], s.entry.untrained)} "
                   f"| {_fmt(p.get('valid_ratio'))} | {_fmt(p.get('hr@1'))} | {_fmt(p.get('strict_hr@1'))} "
                   f"| {_fmt(c['hr@1'] if c else None)} |")
     w()

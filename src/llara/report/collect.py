@@ -24,7 +24,8 @@ from llara.evaluate.aggregate import aggregate_outcomes, load_metrics
 from llara.evaluate.compare import common_sets, outcome_matrix
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, aggregate_sets
 
-KINDS = ("seqrec", "llara", "zeroshot", "ablation")
+KINDS = ("seqrec", "llara", "zeroshot", "ablation", "reference")
+RANKERS = ("seqrec", "reference")  # no-LLM rows, always read in rank mode
 RANK_KEYS = ("hr@1", "hr@5", "ndcg@5")
 
 
@@ -48,12 +49,12 @@ class Entry:
     """
 
     dataset: str
-    kind: str                       # seqrec | llara | zeroshot | ablation
+    kind: str                       # seqrec | llara | zeroshot | ablation | reference
     label: str                      # the table's row label
     metrics: str                    # metrics.json path
     predictions: str | None = None  # predictions.parquet path (per-row outcomes; enables pairing)
     seqrec: str | None = None
-    variant: str | None = None
+    variant: str | None = None      # ablation variant; reference: the scorer (popularity | last_item)
     train_log: str | None = None
     runs: list[dict[str, Any]] | None = None
 
@@ -65,7 +66,12 @@ class Entry:
 
     @property
     def mode_default(self) -> str:
-        return "rank" if self.kind == "seqrec" else "generate"
+        return "rank" if self.kind in RANKERS else "generate"
+
+    @property
+    def untrained(self) -> bool:
+        """No training seed plays a part (the zero-shot LLM, the popularity reference)."""
+        return self.kind == "zeroshot" or (self.kind == "reference" and self.seqrec is None)
 
     def run_list(self) -> list[Run]:
         """The entry's runs (one per training seed)."""

@@ -3,21 +3,24 @@
 A trained method (seqrec backbone as ranker, LLaRA, ablation) lists one run per training seed
 (config ``seeds``; llara.seeds): its per-seed predictions and train logs; its ``metrics`` is the
 method-level file (in a seed sweep the aggregate over seeds, so the report depends on it). The
-zero-shot LLM is untrained: one run.
+zero-shot LLM is untrained: one run. With config ``report.reference`` the no-LLM reference rows
+(llara.evaluate.reference) join: popularity (untrained, one run per dataset) and last-item similarity
+with each listed backbone's embeddings (one run per training seed, like the backbone's ranker row).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from llara.evaluate.workflow import llm_name, method_files, seed_runs
+from llara.evaluate.reference import LABELS as REFERENCE_LABELS
+from llara.evaluate.workflow import llm_name, method_files, popularity_files, seed_runs
 from llara.report.paper import SEQREC_LABELS
 from llara.seeds import train_root
 
 
 def _trained(config: dict[str, Any], kind: str, d: str, s: str, variant: str | None = None) -> dict[str, Any]:
     runs = seed_runs(config, kind, d, s, variant)
-    if kind != "seqrec":
+    if kind in ("llara", "ablation"):
         sub = "llara" if kind == "llara" else f"ablations/{variant}/llara"
         for r in runs:
             r["train_log"] = f"{train_root(config, d, s, r['seed'])}/{sub}/train_log.csv"
@@ -34,6 +37,13 @@ def report_entries(config: dict[str, Any]) -> list[dict[str, Any]]:
         for b in rep["baselines"]:
             entries.append({"dataset": d, "kind": "seqrec", "label": SEQREC_LABELS[b], "seqrec": b,
                             **_trained(config, "seqrec", d, b)})
+        if rep.get("reference", True):
+            entries.append({"dataset": d, "kind": "reference", "label": REFERENCE_LABELS["popularity"],
+                            "variant": "popularity", **popularity_files(d)})
+            for b in dict.fromkeys(rep["baselines"] + rep["llara"]):  # every backbone the report shows
+                entries.append({"dataset": d, "kind": "reference", "variant": "last_item", "seqrec": b,
+                                "label": f"{REFERENCE_LABELS['last_item']} ({SEQREC_LABELS[b]} emb.)",
+                                **_trained(config, "last_item", d, b)})
         if rep["zeroshot"]:
             entries.append({"dataset": d, "kind": "zeroshot", "label": f"Zero-shot {llm_name(config)}",
                             "metrics": f"results/{d}/zeroshot/metrics.json",

@@ -1,0 +1,64 @@
+"""benchmarks/realdata_curve.py without an LLM: recipes, per-point settings, the settings record, the CSV merge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import realdata_curve as rc  # noqa: E402
+
+
+def _config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_recipe_file_is_a_valid_tune_slice():
+    """config/recipes/small-llm.yaml (the GPU call's default) holds tune keys the schema accepts, and the variants
+    still apply on top of it: text-only stays text-only without curriculum."""
+    from llara.llm.train import TuneConfig
+
+    recipe = rc.load_tune(str(REPO / "config" / "recipes" / "small-llm.yaml"))
+    a = rc.parser().parse_args(["--tune", str(REPO / "config" / "recipes" / "small-llm.yaml")])
+    assert a.tune == recipe and recipe["answer_format"] == "spaced"
+    hybrid = TuneConfig.from_dict(rc.point_settings(_config(), "hybrid", 3200, a))
+    text = TuneConfig.from_dict(rc.point_settings(_config(), "text_only", 3200, a))
+    assert (hybrid.lr, hybrid.curriculum, hybrid.max_train_samples, hybrid.probe_every) == (2e-3, "hybrid_only", 3200, 30)
+    assert (text.representation, text.curriculum, text.lr) == ("text", "none", 2e-3)
+    assert rc.load_tune('{"lr": 1e-3}') == {"lr": 1e-3}
+    with pytest.raises(argparse.ArgumentTypeError, match="neither a JSON object nor a YAML file"):
+        rc.load_tune("no/such/recipe.yaml")
+
+
+def test_point_settings_recorded_and_a_changed_recipe_refused(tmp_path):
+    want = {"lr": 2e-3, "curriculum": "hybrid_only"}
+    rc.check_recorded(tmp_path / "p" / "settings.json", want)
+    rc.check_recorded(tmp_path / "p" / "settings.json", dict(want))  # the same: fine
+    with pytest.raises(SystemExit, match=r"lr: 0.002 there, 0.001 now"):
+        rc.check_recorded(tmp_path / "p" / "settings.json", {**want, "lr": 1e-3})
+    assert json.loads((tmp_path / "p" / "settings.json").read_text()) == want
+
+
+def test_csv_merges_points_of_every_recipe(tmp_path):
+    path = tmp_path / "curve.csv"
+
+    def row(recipe, variant, n, hr1):
+        return {"recipe": recipe, "variant": variant, "train_samples": n, "hr1_mean": hr1, "hr1_ci_low": hr1 - 0.01,
+                "hr1_ci_high": hr1 + 0.01, "paired_vs_text": None}
+
+    rc.write_csv([row("a", "hybrid", 2400, 0.04), row("a", "text_only", 2400, 0.05)], path)
+    out = rc.write_csv([row("b", "hybrid", 3200, 0.06), row("a", "hybrid", 2400, 0.07)], path)  # a re-measured point
+    assert [(r["recipe"], r["variant"], int(r["train_samples"]), r["hr1_mean"]) for r in out] == [
+        ("a", "hybrid", 2400, 0.07), ("a", "text_only", 2400, 0.05), ("b", "hybrid", 3200, 0.06)]
+    back = rc.read_csv(path)
+    assert back == [{k: r.get(k) for k in rc.CSV_COLUMNS} for r in out]
+    assert path.read_text().splitlines()[0].startswith("recipe,variant,train_samples,steps,lr,projector_lr")
+    rc.plot(back, {"sasrec": 0.33, "last_item": 0.25}, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
