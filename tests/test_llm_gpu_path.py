@@ -30,7 +30,17 @@ def test_step_stats_values():
     s = StepStats("cpu")
     s.add(torch.tensor(2.0), 10, torch.tensor(3))
     s.add(torch.tensor(4.0), 6, torch.tensor(1))
-    assert s.row() == {"loss": 3.0, "tokens": 16.0, "answer_tokens": 4.0}
+    assert s.row() == {"loss": 3.0, "tokens": 16.0, "answer_tokens": 4.0, "loss_hybrid": None, "loss_text": None,
+                       "first_token_loss": None, "inject_norm": None}
+    # with LlaraLM.last_stats: losses per answer token split by representation, first-token and injected means
+    diag = {"row_loss": torch.tensor([6.0, 2.0]), "row_tokens": torch.tensor([3.0, 1.0]),
+            "first_loss": torch.tensor([4.0, 2.0]), "inject_norm": torch.tensor(10.0), "inject_count": torch.tensor(4.0)}
+    s.add(torch.tensor(2.0), 8, torch.tensor(4), diag, torch.tensor([False, True]))
+    s.add(torch.tensor(1.0), 8, torch.tensor(2), {**diag, "row_loss": torch.tensor([1.0, 1.0]),
+                                                "inject_norm": torch.tensor(2.0)}, torch.tensor([False, False]))
+    r = s.row()
+    assert r["loss_hybrid"] == (6.0 + 1.0 + 1.0) / (3.0 + 3.0 + 1.0) and r["loss_text"] == 2.0 / 1.0
+    assert r["first_token_loss"] == 3.0 and r["inject_norm"] == 12.0 / 8.0
 
 
 def test_frozen_group_is_left_untouched():
