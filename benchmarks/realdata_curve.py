@@ -42,6 +42,7 @@ CSV_COLUMNS = ["recipe", "variant", "train_samples", "steps", "lr", "projector_l
                "hr1_ci_high", "hr5_mean", "valid_probe_hr1", "paired_vs_sasrec", "paired_vs_sasrec_ci_low",
                "paired_vs_sasrec_ci_high", "paired_vs_last_item", "paired_vs_last_item_ci_low",
                "paired_vs_last_item_ci_high", "paired_vs_text", "paired_vs_text_ci_low", "paired_vs_text_ci_high"]
+INT_COLUMNS = {"train_samples", "steps", "rows", "sets"}
 TOKENS_PER_SAMPLE = 215      # LastFM chat prompt + answer, SmolLM2 tokenizer (measured on the first runs)
 TOKENS_PER_S_THREAD = 215    # bf16 LoRA step on one AMX / AVX512-BF16 core; fp32 on AVX2 is about half
 EVAL_S_PER_ROW = 0.9         # rank mode, 20 candidates, one such core
@@ -229,7 +230,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in out:
-            w.writerow({k: r.get(k) for k in CSV_COLUMNS})
+            w.writerow({k: int(v) if k in INT_COLUMNS and v is not None else v
+                        for k, v in ((k, r.get(k)) for k in CSV_COLUMNS)})
     tmp.replace(path)
     return out
 
@@ -275,7 +277,8 @@ def estimate(points: list[tuple[str, int]], out: Path, a: argparse.Namespace) ->
     per_thread = TOKENS_PER_S_THREAD * max(1, a.threads // jobs)
     tune_s = sum(s * TOKENS_PER_SAMPLE / per_thread for v, s in points
                  if not (out / v / f"n{s}" / "llara" / "probe.csv").is_file()) / jobs
-    probes = sum((s // 16) // max(a.probe_every, 1) + 1 for v, s in points) * a.probe_rows * EVAL_S_PER_ROW / jobs
+    probes = sum((s // 16) // max(a.probe_every, 1) + 1 for v, s in points
+                 if not (out / v / f"n{s}" / "llara" / "probe.csv").is_file()) * a.probe_rows * EVAL_S_PER_ROW / jobs
     eval_s = sum(122 * a.sets * EVAL_S_PER_ROW / a.threads for v, s in points
                  if not (out / v / f"n{s}" / "predictions.parquet").is_file())
     return tune_s + probes + eval_s
