@@ -124,7 +124,7 @@ def test_projector_token_norm_scale(env, tmp_path):
 
     _, base = load_base(env["model"])
     emb = base.get_input_embeddings()
-    target = float(emb.weight.norm(dim=1).mean())
+    target = float(emb.weight.detach().norm(dim=1).mean())
     x = torch.randn(6, D_REC) * 5
     free, fixed = init_projector(D_REC, emb, 3), init_projector(D_REC, emb, 3, "token_norm")
     torch.testing.assert_close(fixed(x).norm(dim=-1), torch.full((6,), target), rtol=1e-5, atol=1e-5)

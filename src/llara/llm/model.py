@@ -76,7 +76,7 @@ def init_projector(d_rec: int, embed: nn.Embedding, seed: int, scale: str = "fre
         raise ValueError(f"tune.projector_scale: expected one of {PROJECTOR_SCALES}, found {scale!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        norm = float(embed.weight.float().norm(dim=1).mean()) if scale == "token_norm" else 0.0
+        norm = float(embed.weight.detach().float().norm(dim=1).mean()) if scale == "token_norm" else 0.0
         proj = LlaraProjector(d_rec, embed.weight.shape[1], out_norm=norm)
         with torch.no_grad():
             proj.special.copy_(embed.weight.float().mean(0, keepdim=True).expand_as(proj.special))
