@@ -140,7 +140,7 @@ def test_bad_inputs_name_the_file(tiny_data, tmp_path):
         reference_predictions("popularity", tiny_data / "items.parquet", {"test": tiny_data / "test.parquet"},
                               out / "p.parquet", train_path=tmp_path / "nope.parquet")
     write_random_embeddings(tmp_path / "emb30.parquet", 30)
-    with pytest.raises(ValueError, match=r"emb30.parquet holds embeddings of 30 items but .*items.parquet lists 40"):
+    with pytest.raises(ValueError, match=r"emb30.parquet: 30 embedding rows but items.parquet has 40 items"):
         _run("last_item", tiny_data, out, embeddings_path=tmp_path / "emb30.parquet")
     with pytest.raises(ValueError, match="needs embeddings_path"):
         _run("last_item", tiny_data, out)
@@ -173,7 +173,7 @@ def test_cli(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["reference", str(tiny_data), str(tmp_path / "x"), "--kind", "last_item",
                   "--embeddings", str(tmp_path / "none.parquet")])
-    assert e.value.code == 1 and "none.parquet does not exist" in capsys.readouterr().err
+    assert e.value.code == 1 and "none.parquet do not exist" in capsys.readouterr().err
 
 
 def test_rule_inputs_and_report_entries():

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from llara.data.schema import EVAL, ITEMS, TRAIN, read_table
+from llara.data.schema import EVAL, TRAIN, read_table
 from llara.evaluate.ranker_output import SplitScores, check_outputs, write_ranker_outputs
+from llara.llm.data import load_item_embeddings
+from llara.seqrec.data import list_parts, load_n_items
 
 KINDS = ("popularity", "last_item")
 LABELS = {"popularity": "Popularity (train targets)", "last_item": "Last-item similarity"}
-_CHUNK = 1 << 24  # score cells per block of rows in last_item (bounds memory on large item tables)
 
 
 @dataclass
@@ -50,12 +50,6 @@ def _exists(path: str | Path, what: str) -> None:
         raise FileNotFoundError(f"{what} {path} does not exist")
 
 
-def _list_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """A list column -> (flat values, per-row lengths)."""
-    arr = column.combine_chunks()
-    return arr.flatten().to_numpy(zero_copy_only=False), pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-
-
 def _check_ids(values: np.ndarray, n_items: int, path: str, column: str) -> None:
     bad = np.flatnonzero((values < 0) | (values >= n_items))
     if bad.size:
@@ -63,28 +57,19 @@ def _check_ids(values: np.ndarray, n_items: int, path: str, column: str) -> None
                          "(the item table's ids)")
 
 
-def load_n_items(items_path: str | Path) -> int:
-    """The number of items in items.parquet, whose ids must be exactly 0..n-1."""
-    _exists(items_path, "item table")
-    ids = read_table(items_path, ITEMS).column("item_id").to_numpy()
-    if not np.array_equal(np.sort(ids), np.arange(ids.size)):
-        raise ValueError(f"{items_path}: column 'item_id' must hold each of 0..{ids.size - 1} exactly once")
-    return int(ids.size)
-
-
 def load_eval_rows(path: str | Path, n_items: int) -> EvalRows:
     """Read an evaluated split (valid/test.parquet): last history item, target, user and the stored sets."""
     path = str(path)
     _exists(path, "split file")
     t = read_table(path, EVAL)
-    hist, lengths = _list_parts(t.column("history"))
+    hist, lengths = list_parts(t.column("history"))
     if (lengths == 0).any():
         raise ValueError(f"{path}: column 'history' row {int(np.flatnonzero(lengths == 0)[0])} is empty; "
                          "every row needs at least one history item")
     last = hist[np.cumsum(lengths) - 1]
     sets = t.column("candidate_sets").combine_chunks()
     set_counts = pc.list_value_length(sets).to_numpy(zero_copy_only=False)
-    values, sizes = _list_parts(pa.chunked_array([sets.flatten()]))
+    values, sizes = list_parts(pa.chunked_array([sets.flatten()]))
     if set_counts.min() != set_counts.max() or sizes.size == 0 or sizes.min() != sizes.max() or sizes.min() == 0:
         raise ValueError(f"{path}: column 'candidate_sets' must hold the same number of non-empty sets of the same "
                          f"size in every row; found {sorted(set(set_counts.tolist()))} sets of sizes "
@@ -104,35 +89,6 @@ def popularity_counts(train_path: str | Path, n_items: int) -> np.ndarray:
     return np.bincount(targets, minlength=n_items)
 
 
-def load_embeddings(path: str | Path, n_items: int, items_path: str | Path = "items.parquet") -> np.ndarray:
-    """``[n_items, d]`` float64 item embeddings (row = item id) from a seqrec ``item_embeddings.parquet``.
-
-    Raises naming the file when it is missing, malformed or holds another number of items than ``items_path``.
-    """
-    _exists(path, "item embeddings")
-    t = pq.read_table(path)
-    if t.schema.names[:2] != ["item_id", "embedding"]:
-        raise ValueError(f"{path}: expected columns ['item_id', 'embedding'] (seqrec item_embeddings.parquet), "
-                         f"found {t.schema.names}")
-    typ = t.schema.field("embedding").type
-    if not (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ)) or not pa.types.is_floating(typ.value_type):
-        raise ValueError(f"{path}: column 'embedding' has type {typ}, expected a list of floats")
-    if t.num_rows != n_items:
-        raise ValueError(f"{path} holds embeddings of {t.num_rows} items but {items_path} lists {n_items}: "
-                         "a backbone trained on other data?")
-    ids = t.column("item_id").to_numpy()
-    if not np.array_equal(np.sort(ids), np.arange(n_items)):
-        raise ValueError(f"{path}: column 'item_id' must hold each of 0..{n_items - 1} exactly once")
-    flat, lengths = _list_parts(t.column("embedding"))
-    if lengths.min() != lengths.max() or lengths.min() == 0:
-        raise ValueError(f"{path}: embeddings of different or zero sizes {sorted(set(lengths.tolist()))}")
-    emb = np.empty((n_items, int(lengths[0])), dtype=np.float64)
-    emb[ids] = flat.reshape(n_items, -1)
-    if not np.isfinite(emb).all():
-        raise ValueError(f"{path}: the embeddings hold NaN or infinite values")
-    return emb
-
-
 def popularity_scores(counts: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """``[rows, K, C]`` train-target counts of the candidates."""
     return np.asarray(counts, dtype=np.float64)[candidates]
@@ -140,14 +96,7 @@ def popularity_scores(counts: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 
 def last_item_scores(emb: np.ndarray, last_item: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """``[rows, K, C]`` dot products of each row's last history item's embedding with its candidates'."""
-    rows = candidates.shape[0]
-    flat = candidates.reshape(rows, -1)
-    out = np.empty(flat.shape, dtype=np.float64)
-    step = max(1, _CHUNK // max(1, emb.shape[0]))
-    for i in range(0, rows, step):  # blocks of rows: [block, n_items] scores, then the candidates' columns
-        all_scores = emb[last_item[i:i + step]] @ emb.T
-        out[i:i + step] = np.take_along_axis(all_scores, flat[i:i + step], axis=1)
-    return out.reshape(candidates.shape)
+    return np.einsum("rd,rkcd->rkc", emb[last_item], emb[candidates])
 
 
 def ties_shared_hr1(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
@@ -176,13 +125,14 @@ def reference_predictions(kind: str, items_path: str | Path, split_paths: dict[s
     if need[1] is None:
         raise ValueError(f"reference scorer {kind!r} needs {need[0]}")
     check_outputs(predictions_path, metrics_path)  # before any work
+    _exists(items_path, "item table")
     n_items = load_n_items(items_path)
     if kind == "popularity":
         counts = popularity_counts(train_path, n_items)
         score = lambda r: popularity_scores(counts, r.candidates)  # noqa: E731
         inputs = {"items": items_path, "train_split": train_path}
     else:
-        emb = load_embeddings(embeddings_path, n_items, items_path)
+        emb = load_item_embeddings(embeddings_path, n_items).astype(np.float64)
         score = lambda r: last_item_scores(emb, r.last_item, r.candidates)  # noqa: E731
         inputs = {"items": items_path, "item_embeddings": embeddings_path}
     splits, ties = {}, {}

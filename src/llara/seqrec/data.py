@@ -34,7 +34,7 @@ def load_n_items(path: str | os.PathLike) -> int:
     return int(ids.size)
 
 
-def _list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A list column -> (flat values, per-row lengths) as numpy."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     return arr.flatten().to_numpy(zero_copy_only=False), pc.list_value_length(arr).to_numpy(zero_copy_only=False)
@@ -66,7 +66,7 @@ def load_split(path: str | os.PathLike, split: str, n_items: int, width: int) ->
     """Read ``split`` (train | valid | test) from ``path`` and convert it to tensors, checking every id."""
     path = str(path)
     table = read_table(path, SPLIT_SCHEMAS[split])  # fails on missing columns, wrong types, zero rows
-    values, lengths = _list_parts(table.column("history"))
+    values, lengths = list_parts(table.column("history"))
     if (lengths == 0).any():
         raise ValueError(f"{path}: column 'history' row {int(np.flatnonzero(lengths == 0)[0])} is empty; "
                          "every row needs at least one history item")
@@ -79,7 +79,7 @@ def load_split(path: str | os.PathLike, split: str, n_items: int, width: int) ->
 
     sets_col = table.column("candidate_sets").combine_chunks()
     set_counts = pc.list_value_length(sets_col).to_numpy(zero_copy_only=False)
-    cand_values, cand_lengths = _list_parts(sets_col.flatten())
+    cand_values, cand_lengths = list_parts(sets_col.flatten())
     if set_counts.min() != set_counts.max() or cand_lengths.min() != cand_lengths.max() or cand_lengths.min() == 0:
         raise ValueError(f"{path}: column 'candidate_sets' must hold the same number of non-empty sets of the same "
                          f"size in every row; found {sorted(set(set_counts.tolist()))} sets of sizes "
@@ -87,7 +87,7 @@ def load_split(path: str | os.PathLike, split: str, n_items: int, width: int) ->
     k, c = int(set_counts[0]), int(cand_lengths[0])
     _check_ids(cand_values, n_items, path, "candidate_sets", np.repeat(np.arange(len(out)), k * c))
     cands = cand_values.reshape(len(out), k, c)
-    first, first_len = _list_parts(table.column("candidates"))
+    first, first_len = list_parts(table.column("candidates"))
     if first_len.min() != c or first_len.max() != c or not np.array_equal(first.reshape(-1, c), cands[:, 0]):
         raise ValueError(f"{path}: column 'candidates' must equal candidate_sets[0] in every row")
     hits = (cands == targets[:, None, None]).sum(axis=2)
