@@ -1,6 +1,9 @@
 # LLaRA as a Snakemake DAG. Main target: results/{dataset}/{seqrec}/metrics.json
 import os
 
+from snakemake.io import is_flagged
+
+from llara.owned_folders import check_folder_outputs
 from llara.settings import validate_config
 
 
@@ -20,7 +23,21 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Snakemake deletes a directory() output whole before it reruns its job, before any project code runs:
+# refuse to run while such a folder holds a file the project did not write (llara.owned_folders).
+check_folder_outputs([(r.name, str(f)) for r in workflow.rules for f in r.output if is_flagged(f, "directory")])
+
+
 rule all:
     default_target: True
     input:
         "results/lastfm/sasrec/metrics.json",
+
+
+# After a failed run: which logs to read, and the flags an interrupted run needs (docs/guarantees.md).
+onerror:
+    import sys
+
+    from llara.runlog import failed_run_note
+
+    print(failed_run_note(log), file=sys.stderr)

@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "lastfm"
 CSV_COLUMNS = ["recipe", "variant", "train_samples", "steps", "lr", "projector_lr", "curriculum", "answer_format",
-               "projector_scale", "representation", "tune_s", "eval_s", "rows", "sets", "chance_hr1", "hr1_mean", "hr1_ci_low",
+               "projector_scale", "token_position", "representation", "tune_s", "eval_s", "rows", "sets", "chance_hr1", "hr1_mean", "hr1_ci_low",
                "hr1_ci_high", "hr5_mean", "valid_probe_hr1", "paired_vs_sasrec", "paired_vs_sasrec_ci_low",
                "paired_vs_sasrec_ci_high", "paired_vs_last_item", "paired_vs_last_item_ci_low",
                "paired_vs_last_item_ci_high", "paired_vs_text", "paired_vs_text_ci_low", "paired_vs_text_ci_high"]
@@ -82,9 +82,13 @@ def point_settings(config: dict[str, Any], variant: str, samples: int, a: argpar
 
 
 def check_recorded(path: Path, want: dict[str, Any]) -> None:
-    """Record ``want`` in ``path``, or stop naming the keys that differ from what the folder was built with."""
+    """Record ``want`` in ``path``, or stop naming the keys that differ from what the folder was built with (a key
+    recorded before it existed counts as its default)."""
     if path.is_file():
-        have = json.loads(path.read_text())
+        from llara.llm.train import TuneConfig
+
+        recorded, defaults = json.loads(path.read_text()), TuneConfig().to_dict()
+        have = {**{k: defaults[k] for k in want if k not in recorded and k in defaults}, **recorded}
         diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
         if diff:
             raise SystemExit(f"realdata_curve: {path.parent} was built with other settings: "
@@ -190,7 +194,7 @@ def summarise(point: Path, variant: str, samples: int, settings: dict[str, Any],
     row = {"recipe": a.recipe, "variant": variant, "train_samples": samples, "steps": n_steps, "lr": settings["lr"],
            "projector_lr": settings["projector_lr"] or settings["lr"], "curriculum": settings["curriculum"],
            "answer_format": settings["answer_format"], "projector_scale": settings["projector_scale"],
-           "representation": settings["representation"],
+           "token_position": settings.get("token_position", "after"), "representation": settings["representation"],
            "tune_s": timings.get("tune_s"), "eval_s": timings.get("eval_s"), "rows": metrics["splits"]["test"]["n"],
            "sets": len(block["per_set"]), "chance_hr1": 1 / len(pred.column("candidates")[0].as_py()),
            "hr1_mean": round(block["mean"]["hr@1"], 4), "hr1_ci_low": round(lo, 4), "hr1_ci_high": round(hi, 4),
@@ -215,8 +219,11 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    text = {"recipe", "variant", "curriculum", "answer_format", "projector_scale", "representation"}
-    return [{k: None if v in ("", None) else (v if k in text else float(v)) for k, v in r.items()} for r in rows]
+    text = {"recipe", "variant", "curriculum", "answer_format", "projector_scale", "token_position", "representation"}
+    rows = [{k: None if v in ("", None) else (v if k in text else float(v)) for k, v in r.items()} for r in rows]
+    for r in rows:  # rows written before the column existed were measured with the authors' order
+        r["token_position"] = r.get("token_position") or "after"
+    return rows
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
@@ -335,7 +342,7 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
             if took:
                 timings.setdefault((variant, samples), {})["eval_s"] = took
             save_timings()
-            text = out / "text_only" / f"n{samples}" if variant != "text_only" else None
+            text = text_point(config, samples, a) if variant != "text_only" else None
             rows = [r for r in rows if (r["variant"], r["train_samples"]) != (variant, samples)]
             rows.append(summarise(point, variant, samples, s, refs, text, timings.get((variant, samples), {}), a))
             plot(write_csv(rows, a.csv), ref_hr1, a.csv.with_suffix(".png"))
@@ -346,6 +353,29 @@ def run(a: argparse.Namespace) -> list[dict[str, Any]]:
                      f"{r['paired_vs_text_ci_high']:+.3f}]" if r.get("paired_vs_text") is not None else ""),
                   flush=True)
     return rows
+
+
+HYBRID_ONLY_KEYS = {"token_position"}  # tune keys that change hybrid prompts only: text-only points can be shared
+
+
+def text_point(config: dict[str, Any], samples: int, a: argparse.Namespace) -> Path:
+    """The text-only point the others pair with: this recipe's, or with ``--text-from`` another recipe's, whose
+    recorded settings must equal this recipe's text-only settings but for keys that only change hybrid prompts."""
+    if not a.text_from:
+        return a.out / a.recipe / "text_only" / f"n{samples}"
+    point = a.out / a.text_from / "text_only" / f"n{samples}"
+    if not (point / "settings.json").is_file():
+        raise SystemExit(f"realdata_curve: --text-from {a.text_from}: no text-only point at {point}")
+    from llara.llm.train import TuneConfig
+
+    recorded, defaults = json.loads((point / "settings.json").read_text()), TuneConfig().to_dict()
+    want = point_settings(config, "text_only", samples, a)
+    diff = sorted(k for k in set(want) | set(recorded) if k not in HYBRID_ONLY_KEYS
+                  and recorded.get(k, defaults.get(k)) != want.get(k, defaults.get(k)))
+    if diff:
+        raise SystemExit(f"realdata_curve: --text-from {a.text_from}: {point} was trained with other settings "
+                         f"({', '.join(diff)}); only {sorted(HYBRID_ONLY_KEYS)} may differ")
+    return point
 
 
 def parser() -> argparse.ArgumentParser:
@@ -365,6 +395,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--tune", type=load_tune, default={},
                     help="tune keys replacing the config's (below the variants): a YAML file such as "
                          "config/recipes/small-llm.yaml, or a JSON object")
+    ap.add_argument("--text-from", default=None, metavar="RECIPE",
+                    help="pair with RECIPE's text-only points instead of this recipe's (allowed when the two recipes "
+                         "differ only in keys that change hybrid prompts alone, such as token_position)")
     ap.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads in all")
     ap.add_argument("--jobs", type=int, default=2, help="variants tuned at once (threads split among them)")

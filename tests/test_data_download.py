@@ -49,7 +49,8 @@ def test_llara_steam_split_with_user_pin(tmp_path):
     df.columns = pd.Index(list(df.columns), dtype=object)  # the released format (pandas 3 would use Arrow strings)
     for name in ("train_data.df", "Val_data.df", "Test_data.df"):
         df.to_pickle(raw / name)
-    pins = {f"llara/steam/{n}": sha256_file(raw / n) for n in ("train_data.df", "Val_data.df", "Test_data.df")}
+    # the hand-made id2name.txt too: preprocess verifies every pinned file again (issue #29)
+    pins = {f"llara/steam/{n}": sha256_file(raw / n) for n in ("train_data.df", "Val_data.df", "Test_data.df", "id2name.txt")}
     with pytest.raises(ValueError, match="no sha256 pinned"):
         build_items_and_rows("steam", "llara", tmp_path / "raw", DataConfig(), 0)
     items, rows = build_items_and_rows("steam", "llara", tmp_path / "raw", DataConfig(), 0, extra_sha256=pins)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_data_parse import write_ml_zip
+from test_data_parse import ml_pins, write_ml_zip
 
 from llara.data import datasets as dsets
-from llara.data.interactions import title_overlaps
+from llara.data.titles import title_overlaps
 from llara.data.parse import MalformedInputError
 from llara.data.preprocess import DataConfig, build_items_and_rows, preprocess
 from llara.io import sha256_file
@@ -63,7 +63,7 @@ def test_own_csv_gives_the_builtin_recipe_exactly(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     zp = write_ml_zip(raw / "ml-100k.zip")
-    builtin = preprocess("movielens", "raw", raw, _out(tmp_path, "builtin"), CFG, seed=3)
+    builtin = preprocess("movielens", "raw", raw, _out(tmp_path, "builtin"), CFG, seed=3, extra_sha256=ml_pins(zp))
     items = pl.read_parquet(_out(tmp_path, "builtin")["items"])
     with zipfile.ZipFile(zp) as zf:
         data = zf.read("ml-100k/u.data").decode()
@@ -88,7 +88,7 @@ def test_books_csv_and_parquet(tmp_path):
     entry = write_books(tmp_path / "books")
     before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in (tmp_path / "books").iterdir()}
     counts = preprocess("mybooks", entry, None, _out(tmp_path, "csv"), CFG, seed=1)
-    assert counts == {"items": 40, "train": 24 * 9, "valid": 3, "test": 3}
+    assert counts == {"items": 40, "train": 24 * 9, "valid": 3, "test": 3, "titles_changed": 0}
     items = pl.read_parquet(_out(tmp_path, "csv")["items"])
     assert items.row(0) == (0, "The Stone of Garden, Volume 1", "10") and items["item_id"].to_list() == list(range(40))
     # the user's folder is only read
@@ -285,7 +285,8 @@ def test_cli_preprocess_own_dataset(tmp_path, capsys):
     (tmp_path / "entry.json").write_text(json.dumps(entry))
     assert main(["preprocess", "mybooks", "--dataset-config", f"@{tmp_path / 'entry.json'}", "--out", str(tmp_path / "data"),
                  "--data", json.dumps(CFG)]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"items": 40, "train": 216, "valid": 3, "test": 3}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"items": 40, "train": 216, "valid": 3, "test": 3,
+                                                                          "titles_changed": 0}
     assert (tmp_path / "data" / "test.parquet").is_file()
     assert main(["preprocess", "lastfm", "--out", str(tmp_path / "x")]) == 2  # an argument error: one line
     assert "--raw is required" in capsys.readouterr().err

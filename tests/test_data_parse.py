@@ -27,6 +27,14 @@ def write_ml_zip(path: Path, n_users=30, n_items=40, extra_data: str = "") -> Pa
     return path
 
 
+def ml_pins(zip_path: Path) -> dict[str, str]:
+    """``download.extra_sha256`` pins of a fixture zip's members (preprocess verifies every pinned file again)."""
+    from llara.io import sha256_bytes
+
+    with zipfile.ZipFile(zip_path) as zf:
+        return {f"ml-100k.zip/{m}": sha256_bytes(zf.read(m)) for m in ("ml-100k/u.data", "ml-100k/u.item")}
+
+
 def test_parse_delimited_errors():
     cols = {"user": pl.Int64, "item": pl.Int64, "rating": pl.Int64, "time": pl.Int64}
     with pytest.raises(parse.MalformedInputError, match=r"u\.data, line 2: column 'rating' expected Int64, found 'x'"):
@@ -38,10 +46,10 @@ def test_parse_delimited_errors():
 def test_movielens_raw(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    write_ml_zip(raw / "ml-100k.zip")
+    pins = ml_pins(write_ml_zip(raw / "ml-100k.zip"))
     out = {s: tmp_path / f"{s}.parquet" for s in ("items", "train", "valid", "test")}
     cfg = {"n_candidates": 10, "candidate_sets": 2}
-    counts = preprocess("movielens", "raw", raw, out, cfg, seed=1)
+    counts = preprocess("movielens", "raw", raw, out, cfg, seed=1, extra_sha256=pins)
     assert counts["items"] == 40
     assert counts["valid"] == 3 and counts["test"] == 3  # 30 users split 24/3/3
     assert counts["train"] == 24 * (12 - 3)
@@ -58,17 +66,17 @@ def test_movielens_raw(tmp_path):
     assert not {r["user_id"] for r in train} & {r["user_id"] for r in test}
     # seeded: a second run gives identical tables
     out2 = {s: tmp_path / f"b_{s}.parquet" for s in out}
-    preprocess("movielens", "raw", raw, out2, cfg, seed=1)
+    preprocess("movielens", "raw", raw, out2, cfg, seed=1, extra_sha256=pins)
     assert all(Path(out[s]).read_bytes() == Path(out2[s]).read_bytes() for s in out)
 
 
 def test_movielens_unknown_item(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    write_ml_zip(raw / "ml-100k.zip", extra_data="1\t999\t4\t881000000\n")
+    pins = ml_pins(write_ml_zip(raw / "ml-100k.zip", extra_data="1\t999\t4\t881000000\n"))
     with pytest.raises(parse.MalformedInputError, match=r"u\.data, line 361: item id 999 is not in the item table"):
-        build_items_and_rows("movielens", "raw", raw, DataConfig(), 0)
-    items, rows = build_items_and_rows("movielens", "raw", raw, DataConfig(unknown_ids="drop"), 0)
+        build_items_and_rows("movielens", "raw", raw, DataConfig(), 0, extra_sha256=pins)
+    items, rows = build_items_and_rows("movielens", "raw", raw, DataConfig(unknown_ids="drop"), 0, extra_sha256=pins)
     assert 998 not in {i for h in rows["train"][1] for i in h}
 
 
@@ -138,6 +146,6 @@ def test_cli_download_and_preprocess(tmp_path, capsys):
                  "--extra-sha256", json.dumps(pins)]) == 0
     assert (raw / "ml-100k.zip").is_file()
     assert main(["preprocess", "movielens", "--source", "raw", "--raw", str(raw), "--out", str(tmp_path / "data"),
-                 "--data", '{"n_candidates": 10, "candidate_sets": 1}']) == 0
+                 "--data", '{"n_candidates": 10, "candidate_sets": 1}', "--extra-sha256", json.dumps(pins)]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert counts == {"items": 40, "train": 216, "valid": 3, "test": 3}
+    assert counts == {"items": 40, "train": 216, "valid": 3, "test": 3, "titles_changed": 0}

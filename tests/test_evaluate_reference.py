@@ -170,10 +170,9 @@ def test_cli(tiny_data, tmp_path, capsys):
                      "--embeddings", str(tmp_path / "emb.parquet"), "--seqrec", "sasrec", "--n-resamples", "20"]) == 0
     m = json.loads((tmp_path / "li" / "metrics.json").read_text())
     assert m["scorer"] == "last_item" and m["seqrec"] == "sasrec" and list(m["splits"]) == ["test"]
-    with pytest.raises(SystemExit) as e:
-        cli_main(["reference", str(tiny_data), str(tmp_path / "x"), "--kind", "last_item",
-                  "--embeddings", str(tmp_path / "none.parquet")])
-    assert e.value.code == 1 and "none.parquet do not exist" in capsys.readouterr().err
+    rc = cli_main(["reference", str(tiny_data), str(tmp_path / "x"), "--kind", "last_item",
+                   "--embeddings", str(tmp_path / "none.parquet")])
+    assert rc == 2 and "none.parquet do not exist" in capsys.readouterr().err
 
 
 def test_rule_inputs_and_report_entries():

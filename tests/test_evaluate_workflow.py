@@ -11,6 +11,7 @@ import yaml
 
 from conftest import REPO, make_tiny_dataset, run_snakemake
 from llara.evaluate import workflow as evalwf
+from llara.io import atomic_path
 from llara.report import workflow as reportwf
 
 
@@ -61,9 +62,12 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
     wd = tmp_path / "wd"
     data = make_tiny_dataset(wd / "results" / "lastfm" / "data")
     tiny = build_tiny_llm(tmp_path / "llm", data)
-    shutil.copytree(tiny["base"], wd / "resources" / "llm" / "tiny")
+    # the folder outputs as their stages write them (with the marker), else the Snakefile refuses to run
+    with atomic_path(wd / "resources" / "llm" / "tiny", directory=True, stage="base_llm") as tmp:
+        shutil.copytree(tiny["base"], tmp, dirs_exist_ok=True)
     llara_dir = wd / "results" / "lastfm" / "sasrec" / "llara"
-    shutil.copytree(tiny["adapter"], llara_dir / "adapter")
+    with atomic_path(llara_dir / "adapter", directory=True) as tmp:
+        shutil.copytree(tiny["adapter"], tmp, dirs_exist_ok=True)
     shutil.copy(tiny["projector"], llara_dir / "projector.safetensors")
     (llara_dir / "train_log.csv").write_text("step,loss,lr,hybrid_share,tokens_per_s\n1,3.0,0.0007,0.0,100\n2,2.5,0.0007,1.0,100\n")
     sr = wd / "results" / "lastfm" / "sasrec" / "seqrec"

@@ -199,6 +199,30 @@ def test_spaced_chat_answer_is_tokenised_as_among_the_candidates(env):
         PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "leading")
 
 
+def test_token_position_before_puts_the_behavioural_token_ahead_of_its_title(env):
+    """``token_position: before`` renders ``[CansEmb] title``: the title's tokens are those it has after ", " (so a
+    spaced answer still copies them) and every slot still holds its own item."""
+    tok, _ = load_base(env["model"])
+    after = PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "spaced")
+    before = PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "spaced", "before")
+    s = _samples(env, 1)[0]
+    c = s["candidates"][0]
+    title = env["titles"][c]
+    assert f"{title} [CansEmb]" in after.prompt_text(s["history"], s["candidates"], "hybrid")
+    text = before.prompt_text(s["history"], s["candidates"], "hybrid")
+    assert f"[CansEmb] {title}" in text and f"{title} [CansEmb]" not in text
+    # text-only prompts do not change
+    assert before.prompt_text(s["history"], s["candidates"], "text") == after.prompt_text(s["history"], s["candidates"], "text")
+    batch = before.training_batch([s])
+    ids, slots = batch["input_ids"][0], batch["item_slots"][0]
+    k = (ids == before.cans_id).nonzero()[0, 0]
+    assert slots[k] == c
+    in_prompt = tok(", " + title, add_special_tokens=False)["input_ids"][1:]
+    assert ids[k + 1:k + 1 + len(in_prompt)].tolist() == in_prompt
+    with pytest.raises(ValueError, match="token_position"):
+        PromptEncoder(tok, env["titles"], load_templates("lastfm"), "chat", "spaced", "middle")
+
+
 def _embed_grads(m: LlaraLM, batch: dict) -> torch.Tensor:
     """Per-position gradient norms of the training loss w.r.t. the (injected) input embeddings."""
     captured = []
@@ -366,7 +390,7 @@ def _paths(env, **kw):
     return TunePaths(**d)
 
 
-def test_bad_input_errors_before_training(env, tmp_path):
+def test_bad_input_errors_before_training(env, tmp_path, capsys):
     from llara.llm.train import TuneConfig, main, preflight
 
     ds = Path(__file__).resolve().parents[1] / "config" / "deepspeed" / "zero2.json"
@@ -397,11 +421,14 @@ def test_bad_input_errors_before_training(env, tmp_path):
         TuneConfig.from_dict({"curriculum": "cosine"})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr_max'\]"):
         TuneConfig.from_dict({"lr_max": 1.0})
-    # the CLI fails the same way, before any model or DeepSpeed is loaded
-    with pytest.raises(ValueError, match="embedding rows"):
+    # the CLI fails the same way, in one line with exit status 2, before any model or DeepSpeed is loaded
+    with pytest.raises(SystemExit) as e:
         main(["--config-json", json.dumps({"deepspeed_config": str(ds)}), "--base", str(env["model"]),
               "--items", str(env["data"] / "items.parquet"), "--train", str(env["data"] / "train.parquet"),
               "--embeddings", str(short), "--out-dir", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("llara tune: error: ") and "embedding rows" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
 
 

@@ -94,12 +94,13 @@ def test_zero2_two_processes_lowers_loss_and_adapter_reloads(env):
 def test_probe_scores_valid_rows_during_training(env):
     """``probe_every``: rank-mode HR@1 and the candidate-restricted loss on the first valid rows, at step 0, every
     k steps and at the end, written to probe.csv (kept through a resume like the train log); the text-only
-    steps of a hybrid run have a projector gradient and injected vectors."""
+    steps of a hybrid run have a projector gradient and injected vectors. Run with ``token_position: before``:
+    the saved model renders its prompts that way again at inference (else its scores differ)."""
     from llara.llm.inference import load_llara, score_candidates
     from llara.llm.probe import load_probe_rows, probe_metrics
 
     out, ckpt = env["root"] / "probed", env["root"] / "probed_ckpt"
-    cfg = dict(CFG, epochs=2, probe_every=3, probe_rows=12, checkpoint_every=4)
+    cfg = dict(CFG, epochs=2, probe_every=3, probe_rows=12, checkpoint_every=4, token_position="before")
     args = [*_args(env, out, ckpt, cfg), "--valid", str(env["data"] / "valid.parquet")]
     killed = _run([sys.executable, "-m", "llara.llm.train", *args], extra_env={"LLARA_TEST_KILL_AT_STEP": "4"})
     assert killed.returncode == 137
@@ -112,6 +113,7 @@ def test_probe_scores_valid_rows_during_training(env):
     # the last probe is the saved model's own scores on those rows
     m = load_llara(env["model"], env["data"] / "items.parquet", env["data"] / "emb.parquet", out / "adapter",
                    out / "projector.safetensors", merge_adapter=False)
+    assert m.encoder.token_position == "before"
     rows = load_probe_rows(str(env["data"] / "valid.parquet"), 12, len(m.titles))
     again = probe_metrics(score_candidates(m, rows, "hybrid"), rows)
     assert again["hr1"] == probe[-1]["hr1"] and again["cand_loss"] == pytest.approx(probe[-1]["cand_loss"], rel=1e-3)

@@ -138,32 +138,35 @@ def test_download_never_touches_an_existing_user_folder(tmp_path, monkeypatch, c
     mirror = SHARED / "datasets"
     user = tmp_path / "mine"
     before = user_folder(user)
-    assert _cli(["download", "lastfm", "--out", user, "--mirror", mirror]) == 1
+    assert _cli(["download", "lastfm", "--out", user, "--mirror", mirror]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "llara did not write it" in err and str(user) in err
     assert snapshot(user) == before
     monkeypatch.chdir(user)  # `--out .`: the current folder
-    assert _cli(["download", "lastfm", "--out", ".", "--mirror", mirror]) == 1
+    assert _cli(["download", "lastfm", "--out", ".", "--mirror", mirror]) == 2
     assert snapshot(user) == before and sorted(os.listdir(tmp_path)) == ["mine"]
     # an earlier download is replaced; a folder holding it and the user's files is not
     out = tmp_path / "raw"
     assert _cli(["download", "lastfm", "--out", out, "--mirror", mirror]) == 0
     assert _cli(["download", "lastfm", "--out", out, "--mirror", mirror]) == 0
     (out / "llara" / "my_notes.txt").write_text("mine")
-    assert _cli(["download", "lastfm", "--out", out, "--mirror", mirror]) == 1
+    assert _cli(["download", "lastfm", "--out", out, "--mirror", mirror]) == 2
     assert (out / "llara" / "my_notes.txt").read_text() == "mine"
 
 
 def test_preprocess_never_replaces_a_user_file(tmp_path, capsys):
-    from test_data_parse import write_ml_zip
+    import json
+
+    from test_data_parse import ml_pins, write_ml_zip
 
     raw = tmp_path / "raw"  # what `llara download movielens --source raw` leaves (a small ML-100K-like zip)
     raw.mkdir()
-    write_ml_zip(raw / "ml-100k.zip")
+    pins = ml_pins(write_ml_zip(raw / "ml-100k.zip"))  # its members' pins (preprocess verifies them again)
     user = tmp_path / "mine"
     before = user_folder(user)  # holds an items.parquet of the user's
-    args = ["preprocess", "movielens", "--source", "raw", "--raw", raw, "--data", '{"n_candidates": 10, "candidate_sets": 1}']
-    assert _cli([*args, "--out", user]) == 1
+    args = ["preprocess", "movielens", "--source", "raw", "--raw", raw, "--data", '{"n_candidates": 10, "candidate_sets": 1}',
+            "--extra-sha256", json.dumps(pins)]
+    assert _cli([*args, "--out", user]) == 2
     assert "items.parquet: llara did not write it" in capsys.readouterr().err
     assert snapshot(user) == before
     (user / "items.parquet").unlink()
@@ -186,7 +189,7 @@ def test_base_llm_never_touches_a_user_folder(tmp_path, capsys):
     cfg = json.dumps({"source": "local", "path": str(model)})
     user = tmp_path / "mine"
     before = user_folder(user)
-    assert _cli(["base-llm", "--config-json", cfg, "--out", user]) == 1
+    assert _cli(["base-llm", "--config-json", cfg, "--out", user]) == 2
     assert "llara did not write it" in capsys.readouterr().err
     assert snapshot(user) == before
     out = tmp_path / "resources" / "llm" / "m"
@@ -194,7 +197,7 @@ def test_base_llm_never_touches_a_user_folder(tmp_path, capsys):
     assert _cli(["base-llm", "--config-json", cfg, "--out", out]) == 0  # its own output: rebuilt
     assert (model / "model.safetensors").read_text() == "w" and (out / "llara_source.json").is_file()
     # the model folder it was built from is the user's: base-llm may not write there either
-    assert _cli(["base-llm", "--config-json", cfg, "--out", model]) == 1
+    assert _cli(["base-llm", "--config-json", cfg, "--out", model]) == 2
     assert sorted(os.listdir(model)) == ["config.json", "model.safetensors", "tokenizer.json"]
 
 
@@ -206,18 +209,18 @@ def test_seqrec_evaluate_report_never_replace_user_files(tiny_data, tmp_path, ca
     user = tmp_path / "mine"
     before = user_folder(user)  # holds metrics.json, table.md
     assert _cli(["seqrec", "gru4rec", tiny_data, user, "--set", "max_epochs=1", "--set", "hidden_size=8",
-                 "--no-progress", "--threads", "1"]) == 1
+                 "--no-progress", "--threads", "1"]) == 2
     assert "metrics.json: llara did not write it" in capsys.readouterr().err
     titles = [f"Item {i}" for i in range(40)]
     base = make_tiny_llama(tmp_path / "base", titles, hidden=16, layers=1, heads=2, kv_heads=1)
     assert _cli(["evaluate", base, tiny_data, user, "--dataset", "lastfm", "--set", 'splits=["test"]',
-                 "--set", 'modes=["rank"]', "--set", "max_rows=2", "--set", 'bootstrap={"n_resamples": 10, "alpha": 0.05}']) == 1
+                 "--set", 'modes=["rank"]', "--set", "max_rows=2", "--set", 'bootstrap={"n_resamples": 10, "alpha": 0.05}']) == 2
     assert "llara did not write it" in capsys.readouterr().err
     _seqrec_metrics(tmp_path / "r" / "metrics.json", [0.3, 0.2])
     entries = tmp_path / "entries.json"
     entries.write_text(json.dumps([{"dataset": "lastfm", "kind": "seqrec", "label": "SASRec", "seqrec": "sasrec",
                                     "metrics": str(tmp_path / "r" / "metrics.json")}]))
-    assert _cli(["report", user, entries, "--n-resamples", "10"]) == 1
+    assert _cli(["report", user, entries, "--n-resamples", "10"]) == 2
     assert "table.md: llara did not write it" in capsys.readouterr().err
     assert snapshot(user) == before
 

@@ -44,6 +44,10 @@ def test_point_settings_recorded_and_a_changed_recipe_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"lr: 0.002 there, 0.001 now"):
         rc.check_recorded(tmp_path / "p" / "settings.json", {**want, "lr": 1e-3})
     assert json.loads((tmp_path / "p" / "settings.json").read_text()) == want
+    # a key added to the tune settings after a point was recorded counts as its default there
+    rc.check_recorded(tmp_path / "p" / "settings.json", {**want, "token_position": "after"})
+    with pytest.raises(SystemExit, match=r"token_position: 'after' there, 'before' now"):
+        rc.check_recorded(tmp_path / "p" / "settings.json", {**want, "token_position": "before"})
 
 
 def test_csv_merges_points_of_every_recipe(tmp_path):
@@ -58,7 +62,8 @@ def test_csv_merges_points_of_every_recipe(tmp_path):
     assert [(r["recipe"], r["variant"], int(r["train_samples"]), r["hr1_mean"]) for r in out] == [
         ("a", "hybrid", 2400, 0.07), ("a", "text_only", 2400, 0.05), ("b", "hybrid", 3200, 0.06)]
     back = rc.read_csv(path)
-    assert back == [{k: r.get(k) for k in rc.CSV_COLUMNS} for r in out]
+    # rows without a token_position were measured in the authors' order
+    assert back == [{**{k: r.get(k) for k in rc.CSV_COLUMNS}, "token_position": "after"} for r in out]
     assert path.read_text().splitlines()[0].startswith("recipe,variant,train_samples,steps,lr,projector_lr")
     rc.plot(back, {"sasrec": 0.33, "last_item": 0.25}, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000

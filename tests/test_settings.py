@@ -91,8 +91,8 @@ def test_gguf_member_is_a_plain_file_name(gguf):
     ({"tune__overrides": {"steam": {"effective_batch_size": 10}}}, "tune.overrides.steam.effective_batch_size"),
     ({"tune__variants": {"v": {"micro_batch_size": 5}}}, "tune.variants.v.effective_batch_size"),
     ({"tune__min_lr": 1.0}, "tune.min_lr"),
-    ({"data__n_candidates": 5000}, "data.n_candidates"),
-    ({"tune__n_candidates": 4000}, "tune.n_candidates"),
+    ({"data__n_candidates": 1000, "data__max_history": 700}, "data.n_candidates"),  # ML-100K: 1682 items
+    ({"tune__n_candidates": 1000, "data__max_history": 700}, "tune.n_candidates"),
     ({"evaluate__candidate_sets__llara": 9}, "evaluate.candidate_sets.llara"),
     ({"report__ablations": ["nope"]}, "report.ablations"),
     ({"report__datasets": ["steam"], "datasets": {"lastfm": {"source": "llara"}}}, "report.datasets"),

@@ -1,9 +1,10 @@
 """Command-line entry point: every stage callable without Snakemake (``llara <stage> --help``).
 
 Settings are checked by the same schema and cross-key rules as the Snakefile's (``llara.settings``)
-before a stage touches any output. A bad setting or argument ends in one line naming it, exit status
-2; bad input data (checksums, malformed files, an output path holding someone else's files) in one
-line, exit status 1.
+before a stage touches any output. Every expected error (a bad setting or argument, bad input data:
+a missing or malformed file, a checksum, an output path holding someone else's files) ends in one
+line on stderr naming the file or key, exit status 2 (``llara.cli_errors``); ``llara --debug <stage>``
+adds the traceback. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
 from pathlib import Path
 
+from llara.cli_errors import DEBUG_FLAG, StageFailed, add_debug_argument, run_stage
 from llara.runlog import setup_logging
-
-log = logging.getLogger("llara.cli")
 
 
 def _json_arg(text: str) -> dict:
@@ -63,7 +62,8 @@ def _preprocess(a: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``llara`` argument parser with one sub-command per stage."""
     p = argparse.ArgumentParser(prog="llara", description=__doc__.splitlines()[0])
-    p.add_argument("--log", help="also write log messages to this file")
+    p.add_argument("--log", help="also write log messages to this file (its folder must exist)")
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download", help="fetch and verify the raw files of a dataset")
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(absent, empty or an earlier download)")
     d.add_argument("--mirror", help="local mirror folder laid out like ../shared/datasets")
     d.add_argument("--extra-sha256", type=_json_arg, default={}, help="JSON {relpath: sha256} of extra pins (or @file)")
+    add_debug_argument(d, suppress_default=True)
     d.set_defaults(func=_download)
 
     pp = sub.add_parser("preprocess", help="raw files -> items/train/valid/test.parquet")
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--data", type=_json_arg, default={}, help="JSON of the config's data: section (or @file)")
     pp.add_argument("--seed", type=int, default=42)
     pp.add_argument("--extra-sha256", type=_json_arg, default={}, help="JSON {relpath: sha256} of extra pins (or @file)")
+    add_debug_argument(pp, suppress_default=True)
     pp.set_defaults(func=_preprocess)
     for name, (_, text) in _FORWARD.items():
         sub.add_parser(name, help=f"{text} (`llara {name} --help`)", add_help=False)
@@ -105,53 +107,45 @@ _FORWARD = {
 }
 
 
-def _split_global(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take the global ``--log FILE`` off the front of ``argv``."""
-    log_path, rest = None, list(argv)
-    while rest and (rest[0] == "--log" or rest[0].startswith("--log=")):
-        if rest[0] == "--log":
+def _split_global(argv: list[str]) -> tuple[str | None, bool, list[str]]:
+    """Take the global ``--log FILE`` and ``--debug`` off the front of ``argv``."""
+    log_path, debug, rest = None, False, list(argv)
+    while rest and (rest[0] in ("--log", DEBUG_FLAG) or rest[0].startswith("--log=")):
+        if rest[0] == DEBUG_FLAG:
+            debug, rest = True, rest[1:]
+        elif rest[0] == "--log":
             if len(rest) < 2:
                 break  # let argparse report the missing value
             log_path, rest = rest[1], rest[2:]
         else:
             log_path, rest = rest[0].split("=", 1)[1], rest[1:]
-    return log_path, rest
+    return log_path, debug, rest
 
 
-def _input_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are about the user's input data or paths (one line, exit 1), not a bug."""
-    from llara.data.download import ChecksumError
-    from llara.data.parse import MalformedInputError
-    from llara.data.safe_pickle import PickleFormatError, UnsafePickleError
-    from llara.io import OutputInTheWayError
-
-    return (ChecksumError, MalformedInputError, PickleFormatError, UnsafePickleError, OutputInTheWayError,
-            FileNotFoundError, ConnectionError)
+def _run_builtin(argv: list[str]) -> int:
+    """``llara [--log F] [--debug] download|preprocess ...``: parse, set up logging, run."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    args.func(args)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one stage from the command line; returns the exit status."""
-    from llara.settings import ConfigError
-
+    """Run one stage from the command line; returns the exit status (2 after an expected error's one line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    log_path, rest = _split_global(argv)
+    log_path, debug, rest = _split_global(argv)
     try:
         if rest and rest[0] in _FORWARD:
             fwd = rest[1:]
             if log_path and not any(a == "--log" or a.startswith("--log=") for a in fwd):
                 fwd += ["--log", log_path]
+            if debug and DEBUG_FLAG not in fwd:
+                fwd.append(DEBUG_FLAG)
             return int(importlib.import_module(_FORWARD[rest[0]][0]).main(fwd) or 0)
-        args = build_parser().parse_args(argv)
-        setup_logging(args.log)
-        args.func(args)
-        return 0
-    except ConfigError as e:
-        print(f"llara: error: {e}", file=sys.stderr)
-        return 2
-    except _input_errors() as e:
-        log.debug("failed", exc_info=True)
-        print(f"llara: error: {e}", file=sys.stderr)
-        return 1
+        stage = rest[0] if rest and rest[0] in ("download", "preprocess") else ""
+        return run_stage(stage, _run_builtin, argv)
+    except StageFailed as e:
+        return int(e.code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ leaves a file that looks complete. Each folder the project writes into holds a m
 output is replaced only when the marker says the same stage wrote it (or it is empty); anything else in
 the way (a user's file or folder) stops the stage with :class:`OutputInTheWayError`, naming the file,
 and nothing is renamed or deleted.
+
+A stage whose outputs are several files beside other files (``preprocess``: items/train/valid/test.parquet)
+writes them inside :func:`output_set`: the marker records the set as being written before the first file is
+replaced, and its files' sha256 once the last one is in place. :func:`check_output_set`, which every reader
+of those files calls, refuses a file of a set that is incomplete (an interrupted or failed run) or that
+changed since, so a reader never mixes files of two runs.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,10 @@ GENERIC = "llara"  # the stage recorded by writers that do not name one
 
 class OutputInTheWayError(FileExistsError):
     """An output path holds data this project did not write (or another stage wrote): nothing is touched."""
+
+
+class IncompleteOutputError(ValueError):
+    """A file of a stage's output set that is not part of a complete, unchanged set (see :func:`output_set`)."""
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -73,10 +84,13 @@ def _read_marker(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _write_marker(folder: Path, files: dict[str, str], whole_tree: str | None = None) -> None:
+def _write_marker(folder: Path, files: dict[str, str], whole_tree: str | None = None,
+                  sets: dict[str, Any] | None = None) -> None:
     data: dict[str, Any] = {"written_by": "llara", "files": dict(sorted(files.items()))}
     if whole_tree:
         data["whole_tree"] = whole_tree  # a scratch folder: everything below was written by this stage
+    if sets:
+        data["sets"] = sets  # output sets (output_set): which files belong together, and their sha256
     fd, name = tempfile.mkstemp(prefix=f"{MARKER}.", suffix=".tmp", dir=folder)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(data, indent=1) + "\n")
@@ -124,12 +138,29 @@ def _in_the_way(final: Path, stage: str | None) -> Path | None:
     return None
 
 
+def _check_parents(final: Path) -> None:
+    """The folders above ``final`` must be folders, or absent: a dangling symbolic link or a file there would
+    only fail once the stage has done its work (when the folder is created)."""
+    for anc in final.parents:
+        if os.path.isdir(anc):  # follows links: a link to a folder is fine
+            return
+        if os.path.islink(anc) and not os.path.exists(anc):
+            raise OutputInTheWayError(
+                f"{anc}: a symbolic link to {os.readlink(anc)}, which does not exist (or loops); cannot write {final} "
+                f"below it (create the link's target folder or choose another output path)")
+        if os.path.lexists(anc):
+            raise OutputInTheWayError(f"{anc}: not a folder; cannot write {final} below it "
+                                      f"(move it away or choose another output path)")
+
+
 def check_replaceable(path: str | os.PathLike, stage: str | None = None) -> None:
-    """Raise :class:`OutputInTheWayError` unless ``path`` is absent, empty, or an output of ``stage``.
+    """Raise :class:`OutputInTheWayError` unless ``path`` is absent, empty, or an output of ``stage``, and the
+    folders above it are folders (or absent).
 
     Call it before a stage starts its work, so a refusal costs nothing; the writers below check again.
     """
     final = Path(os.path.abspath(path))
+    _check_parents(final)
     bad = _in_the_way(final, stage)
     if bad is not None:
         other = _owner(bad, stop=final if final.is_dir() else None)
@@ -178,8 +209,9 @@ def atomic_path(path: str | os.PathLike, directory: bool = False, stage: str | N
         with _locked(final.parent):
             check_replaceable(final, stage)  # again: something may have appeared while the stage ran
             if not directory and not _is_temp_name(final.name):
-                files = _read_marker(final.parent).get("files", {})
-                _write_marker(final.parent, {**files, final.name: _stage_label(stage)})
+                marker = _read_marker(final.parent)
+                _write_marker(final.parent, {**marker.get("files", {}), final.name: _stage_label(stage)},
+                              sets=marker.get("sets"))
             _replace(tmp, final)
     except BaseException:
         if tmp.is_dir() and not tmp.is_symlink():
@@ -209,6 +241,84 @@ def _replace(tmp: Path, final: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------- output sets
+def _sets(marker: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The marker's well-formed set records (set id -> {"stage", "state", "files": {name: sha256 | None}})."""
+    sets = marker.get("sets")
+    if not isinstance(sets, dict):
+        return {}
+    return {k: v for k, v in sets.items() if isinstance(v, dict) and isinstance(v.get("files"), dict)}
+
+
+@contextlib.contextmanager
+def output_set(paths: Iterable[str | os.PathLike], stage: str) -> Iterator[None]:
+    """The files at ``paths``, written inside the block (by the writers above), form one set of ``stage``.
+
+    Before the block, each folder's marker records the set as being written (a set that shared a file with
+    it is marked superseded); once the block has completed, it records each file's sha256. A kill or an error
+    in between leaves the record unfinished, and :func:`check_output_set` refuses every file of it. Nothing
+    but the marker is written here; call it after the stage's work, right before the files are written.
+    """
+    set_id = uuid.uuid4().hex
+    by_folder: dict[Path, list[str]] = {}
+    for p in paths:
+        final = Path(os.path.abspath(p))
+        by_folder.setdefault(final.parent, []).append(final.name)
+    for folder, names in by_folder.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder):
+            marker = _read_marker(folder)
+            sets = _sets(marker)
+            for other_id, rec in list(sets.items()):
+                if set(rec["files"]) & set(names):  # partly replaced now: the rest of it no longer belongs anywhere
+                    rest = {n: h for n, h in rec["files"].items() if n not in names}
+                    if rest:
+                        sets[other_id] = {**rec, "state": "superseded", "files": rest}
+                    else:
+                        del sets[other_id]
+            sets[set_id] = {"stage": stage, "state": "writing", "files": dict.fromkeys(sorted(names))}
+            _write_marker(folder, marker.get("files", {}), marker.get("whole_tree"), sets)
+    yield
+    for folder, names in by_folder.items():
+        hashes = {n: sha256_file(folder / n) for n in names}
+        with _locked(folder):
+            marker = _read_marker(folder)
+            sets = _sets(marker)
+            rec = sets.get(set_id)
+            if rec is None or rec.get("state") != "writing":
+                raise IncompleteOutputError(f"{folder}: another run of stage {stage!r} wrote {sorted(names)} at the "
+                                            f"same time; rerun the stage")
+            sets[set_id] = {**rec, "state": "complete", "files": dict(sorted(hashes.items()))}
+            _write_marker(folder, marker.get("files", {}), marker.get("whole_tree"), sets)
+
+
+def check_output_set(path: str | os.PathLike) -> None:
+    """Refuse (:class:`IncompleteOutputError`) a file that belongs to an output set (:func:`output_set`) which is
+    not complete, or whose content is not what the set recorded; other files pass unchecked."""
+    p = Path(os.path.abspath(path))
+    for rec in _sets(_read_marker(p.parent)).values():
+        if p.name not in rec["files"]:
+            continue
+        stage = rec.get("stage", GENERIC)
+        names = sorted(rec["files"])
+        rerun = (f"rerun stage {stage} (Snakemake reruns it when its outputs are removed; "
+                 f"`llara {stage}` replaces its own files)")
+        if rec.get("state") == "superseded":
+            raise IncompleteOutputError(
+                f"{p}: part of a set of stage {stage!r} whose other files a later run replaced without it "
+                f"({p.parent / MARKER}); {rerun}")
+        if rec.get("state") != "complete":
+            raise IncompleteOutputError(
+                f"{p}: stage {stage!r} did not finish writing {', '.join(names)} (interrupted or failed; "
+                f"{p.parent / MARKER} says the set is incomplete), so these files may mix two runs; {rerun}")
+        found = sha256_file(p)
+        if found != rec["files"][p.name]:
+            raise IncompleteOutputError(
+                f"{p}: changed since stage {stage!r} wrote it with {', '.join(n for n in names if n != p.name)}: "
+                f"expected sha256 {rec['files'][p.name]}, found {found}; {rerun}")
+        return
 
 
 def remove_tree(path: str | os.PathLike, stage: str | None = None) -> None:

@@ -9,15 +9,30 @@ Snakemake (the Snakefile), the ``llara`` CLI and the Python API call the same tw
   refuses what the Snakefile would have refused, before it touches any output.
 
 The schema is ``workflow/schemas/config.schema.yaml`` (shipped in the package as
-``llara/config.schema.yaml``). Errors are :class:`ConfigError`, one line naming the config key.
+``llara/config.schema.yaml``, a link to it). Errors are :class:`ConfigError`, one line naming the config key.
+
+Both functions also
+
+- refuse an unknown key at any level, the top level included, naming it and the nearest known key;
+- bound their work before the schema runs: a config that expands to more than :data:`MAX_VALUES`
+  values, nests deeper than :data:`MAX_DEPTH` levels or contains itself (YAML anchors and aliases:
+  a few hundred bytes can repeat one node billions of times) is refused in time linear in the bound;
+- normalise in place what the schema accepts in two spellings: a whole-number float where an integer
+  is wanted (``max_history: 10.0``, ``--set hidden_size=64.0``) becomes that integer, and a digit string
+  where the schema marks integers as also given as strings (``seeds``: ``--config 'seeds=[42,43]'``
+  reaches the config as strings) becomes an integer;
+- read a pattern's ``$`` as the end of the value, as JSON Schema (ECMA-262) does, not as Python's
+  "end or before a final newline", so ``"lastfm\\n"`` is no dataset name.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import importlib.resources
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -49,25 +64,110 @@ SLUG = _slug_regex()
 Defined once in the schema (``$defs/slug``); the Snakemake wildcard constraints use it too."""
 
 
+# ------------------------------------------------------------------------------------------ work bound
+MAX_VALUES = 100_000
+"""The most values (mapping entries and list items, counted as the config expands) a config may hold.
+The shipped config holds a few hundred; a YAML alias counts again each time it is used."""
+MAX_DEPTH = 32
+"""The deepest nesting a config may have (the schema's deepest key is 6 levels down)."""
+
+
+def _check_size(config: Any) -> None:
+    """Refuse, in at most :data:`MAX_VALUES` steps, a config too large, too deep or containing itself.
+
+    YAML anchors and aliases make a small file expand to a huge tree (the loader shares the repeated
+    node, so loading stays cheap; walking it, as the schema does, does not).
+
+    Not guarded here: Snakemake merges each config file into its config with
+    ``snakemake.utils.update_config`` before the Snakefile runs, and that merge copies every *mapping*
+    it meets (aliases of lists it keeps shared). Nested mapping anchors therefore exhaust memory, and a
+    mapping containing itself ends in a RecursionError, inside Snakemake, before this check can run.
+    """
+    seen = 0
+    stack: list[tuple[Any, tuple]] = [(config, ())]
+    on_path: dict[int, tuple] = {}  # id -> path of the containers being walked (a cycle repeats one)
+    exits: list[tuple[int, int]] = []  # (stack height at entry, id) of open containers
+    while stack:
+        while exits and len(stack) <= exits[-1][0]:
+            on_path.pop(exits.pop()[1], None)
+        node, path = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        if id(node) in on_path:
+            raise ConfigError(_key(path), f"contains itself (a YAML alias inside its own anchor, first at "
+                                          f"{_key(on_path[id(node)]) or 'the top level'}); expected a finite tree")
+        if len(path) >= MAX_DEPTH:
+            raise ConfigError(_key(path), f"nested deeper than {MAX_DEPTH} levels; expected a shallow config")
+        seen += len(node)
+        if seen > MAX_VALUES:
+            raise ConfigError(_key(path), f"the config expands to more than {MAX_VALUES} values (YAML anchors and "
+                                          f"aliases repeat a node each time they are used); expected a small config")
+        on_path[id(node)] = path
+        exits.append((len(stack), id(node)))
+        stack.extend((v, (*path, k)) for k, v in (node.items() if isinstance(node, dict) else enumerate(node)))
+
+
 # --------------------------------------------------------------------------------------------- schema
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def _normalised(value: Any, sub: Mapping[str, Any]) -> Any:
+    """``value`` as the integer it spells where ``sub`` wants an integer (a whole-number float; a digit
+    string where ``sub`` says ``x-digit-strings: true``), else unchanged."""
+    types = sub.get("type")
+    if "integer" not in ([types] if isinstance(types, str) else types or []):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if sub.get("x-digit-strings") and isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _ecma_pattern(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) pattern for Python's ``re``: a final ``$`` is the end of the value."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+
+
 @functools.cache
 def _validator_class():
-    from jsonschema import Draft202012Validator, validators
+    from jsonschema import Draft202012Validator, ValidationError, validators
 
     properties = Draft202012Validator.VALIDATORS["properties"]
+    items = Draft202012Validator.VALIDATORS["items"]
 
     def set_defaults(validator, props, instance, subschema):
         if isinstance(instance, dict):
             for name, sub in props.items():
-                if "default" in sub and name not in instance:
+                if name in instance:
+                    instance[name] = _normalised(instance[name], sub)
+                elif "default" in sub:
                     instance[name] = copy.deepcopy(sub["default"])
         yield from properties(validator, props, instance, subschema)
 
-    return validators.extend(Draft202012Validator, {"properties": set_defaults})
+    def normalise_items(validator, item_schema, instance, subschema):
+        if isinstance(instance, list) and isinstance(item_schema, dict):
+            instance[:] = [_normalised(v, item_schema) for v in instance]
+        yield from items(validator, item_schema, instance, subschema)
+
+    def pattern(validator, patrn, instance, subschema):
+        if validator.is_type(instance, "string") and not re.search(_ecma_pattern(patrn), instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    return validators.extend(Draft202012Validator, {"properties": set_defaults, "items": normalise_items,
+                                                    "pattern": pattern})
 
 
 def _key(path) -> str:
     return ".".join(str(p) for p in path)
+
+
+def _unknown_key(parent: str, name: Any, known: list[str]) -> ConfigError:
+    """The error for an unknown key ``name`` under ``parent``, naming the nearest known key."""
+    near = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    listed = f"expected one of: {', '.join(known)}" if known else "no key is allowed here"
+    return ConfigError(f"{parent}.{name}" if parent else str(name), f"unknown key{hint}; {listed}")
 
 
 def _error_line(error) -> ConfigError:
@@ -75,16 +175,16 @@ def _error_line(error) -> ConfigError:
     key = _key(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        name = f"{key}.{extra[0]}" if key else extra[0]
-        hint = f"; expected one of {allowed}" if allowed else ""
-        return ConfigError(name, f"unknown key{hint}")
+        extra = sorted((k for k in error.instance if k not in allowed), key=str)
+        return _unknown_key(key, extra[0], allowed)
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return ConfigError(f"{key}.{missing}" if key else missing, "is required")
     if error.validator == "pattern" and error.schema == schema()["$defs"]["slug"]:
         return ConfigError(key, f"{error.instance!r} is not a safe name: use letters, digits, '.', '_', '-' "
                                 f"(not first), at most 64 characters; it becomes part of a path")
+    if error.validator == "pattern" and "x-expected" in error.schema:
+        return ConfigError(key, f"expected {error.schema['x-expected']}, found {error.instance!r}")
     return ConfigError(key, error.message)
 
 
@@ -101,9 +201,9 @@ def _check_schema(config: dict[str, Any], root: dict[str, Any]) -> None:
 def _partial_schema(sections: Mapping[str, Any]) -> dict[str, Any]:
     """The schema restricted to the top-level keys present in ``sections`` (no ``required``)."""
     full = schema()
-    unknown = sorted(set(sections) - set(full["properties"]))
+    unknown = sorted((k for k in sections if k not in full["properties"]), key=str)
     if unknown:
-        raise ConfigError(unknown[0], f"unknown key; expected one of {sorted(full['properties'])}")
+        raise _unknown_key("", unknown[0], sorted(full["properties"]))
     return {"$defs": full["$defs"], "type": "object", "additionalProperties": False,
             "properties": {k: full["properties"][k] for k in sections}}
 
@@ -251,8 +351,10 @@ def _numbers(obj: Any, path: tuple = ()) -> Iterator[tuple[str, Any]]:
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check a whole config against the schema and the cross-key rules; fill defaults in place.
 
-    Raises :class:`ConfigError` (one line naming the key). Returns ``config``.
+    Whole-number floats and (where the schema allows) digit strings given for integer keys become
+    integers in place. Raises :class:`ConfigError` (one line naming the key). Returns ``config``.
     """
+    _check_size(config)
     _check_schema(config, schema())
     _cross_checks(config)
     return config
@@ -260,8 +362,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def check_settings(sections: dict[str, Any]) -> dict[str, Any]:
     """Check the config sections one stage is given (e.g. ``{"data": {...}, "seed": 1}``) like
-    :func:`validate_config` would, filling their defaults in place; sections not given are not required.
+    :func:`validate_config` would, filling their defaults and normalising integers in place; sections not
+    given are not required.
     """
+    _check_size(sections)
     _check_schema(sections, _partial_schema(sections))
     _cross_checks(sections)
     return sections

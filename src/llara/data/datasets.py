@@ -142,8 +142,9 @@ def user_files(name: str, entry: Mapping[str, Any]) -> UserFiles:
         if not isinstance(col, str) or not col:
             raise DatasetConfigError(f"config datasets.{name}.columns.{role}: expected a column name, found {col!r}")
     sep = entry.get("sep")
-    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or sep in "\"\r\n"):
-        raise DatasetConfigError(f"config datasets.{name}.sep: expected one character (e.g. ',' or '\\t'), found {sep!r}")
+    if sep is not None and (not isinstance(sep, str) or len(sep.encode("utf-8")) != 1 or sep in "\"\r\n\0"):
+        raise DatasetConfigError(f"config datasets.{name}.sep: expected one ASCII character (e.g. ',' or '\\t'; "
+                                 f"not a quote, CR, LF or NUL), found {sep!r}")
     pins = dict(entry.get("sha256") or {})
     for key, pin in pins.items():
         if key not in ("interactions", "items"):

@@ -18,7 +18,7 @@ import polars as pl
 from llara.data.datasets import UserFiles
 from llara.data.parse import MalformedInputError
 from llara.io import sha256_file
-from llara.text import normalize_title
+from llara.text import short_repr
 
 log = logging.getLogger("llara.data.interactions")
 
@@ -122,17 +122,42 @@ def read_frame(path: Path, sep: str | None, columns: dict[str, str | None], key:
         where = f"{path}, line 1 (header)" if sep is not None else f"{path} (Parquet schema)"
         hint = "" if sep is None or len(df.columns) > 1 else f"; is the separator {sep!r} right (config {key.rsplit('.', 1)[0]}.sep)?"
         raise MalformedInputError(f"{where}: missing column(s) {', '.join(missing)}; found columns {df.columns}{hint}")
+    if sep is None:
+        _check_types(df, path, wanted)
     df = df.select(**{role: pl.col(col) for role, col in wanted.items()}).with_row_index("record")
     if sep is not None:  # a blank line reads as a row of nulls
         df = df.filter(~pl.all_horizontal(pl.exclude("record").is_null()))
     return df, _Where(path, sep)
 
 
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype in (pl.String, pl.Categorical, pl.Null) or isinstance(dtype, pl.Enum)
+
+
+# what a Parquet column of each role may hold: (test, what is expected)
+_TYPES = {
+    "user": (lambda t: t.is_integer() or t.is_float() or t.is_decimal() or _is_text(t), "integer ids"),
+    "item": (lambda t: t.is_integer() or t.is_float() or t.is_decimal() or _is_text(t), "integer ids"),
+    "title": (lambda t: _is_text(t) or t.is_numeric(), "text titles"),
+    "timestamp": (lambda t: t.is_numeric() or t in (pl.Date, pl.Null) or isinstance(t, pl.Datetime) or _is_text(t),
+                  "timestamps (numbers, dates, date-times or text)"),
+}
+
+
+def _check_types(df: pl.DataFrame, path: Path, wanted: dict[str, str]) -> None:
+    """A Parquet column of a type its role cannot hold (a list, a struct, binary data, ...) fails naming it."""
+    for role, col in wanted.items():
+        ok, what = _TYPES[role]
+        dtype = df.schema[col]
+        if not ok(dtype):
+            raise MalformedInputError(f"{path}, column {col!r}: expected {what}, found Parquet type {dtype}")
+
+
 def _fail_first(bad: pl.DataFrame, where: _Where, column: str, message: str, role: str) -> None:
     if bad.height:
         row = bad.row(0, named=True)
         value = row[role]
-        found = "an empty field" if value is None or str(value).strip() == "" else repr(value)
+        found = "an empty field" if value is None or str(value).strip() == "" else short_repr(value)
         raise MalformedInputError(f"{where(row['record'])}, column {column!r}: {message}, found {found}"
                                   + (f" ({bad.height} such rows)" if bad.height > 1 else ""))
 
@@ -145,8 +170,9 @@ def int_ids(df: pl.DataFrame, role: str, column: str, where: _Where) -> pl.Serie
         return s.cast(pl.Int64)
     text = s.cast(pl.String).str.strip_chars()
     ids = text.cast(pl.Int64, strict=False)
-    if s.dtype.is_float():
-        ids = pl.Series(role, [int(x) if x is not None and float(x).is_integer() else None for x in s.to_list()], pl.Int64)
+    if s.dtype.is_float() or s.dtype.is_decimal():  # 12.0 is id 12; 12.5, NaN, inf or beyond int64 are not ids
+        ids = pl.Series(role, [int(x) if x is not None and float(x).is_integer() and abs(float(x)) < 2 ** 63 else None
+                               for x in s.to_list()], pl.Int64)
     _fail_first(df.filter(ids.is_null()), where, column, "expected an integer id", role)
     return ids
 
@@ -202,7 +228,7 @@ def read_items(f: UserFiles) -> pl.DataFrame:
         second = next(i for i, t in enumerate(r["title"]) if t != r["title"][0])
         raise MalformedInputError(
             f"{where(r['record'][second])}, column {cols['item']!r}: item id {r['item']} appears again with title "
-            f"{r['title'][second]!r}; {where(r['record'][0])} gave it {r['title'][0]!r} "
+            f"{short_repr(r['title'][second])}; {where(r['record'][0])} gave it {short_repr(r['title'][0])} "
             f"({clash.height} item ids have differing titles); one title per item id")
     items = df.unique("item", keep="first", maintain_order=True).sort("item")
     if items.height < 2:
@@ -238,32 +264,3 @@ def read_interactions(f: UserFiles, items: pl.DataFrame, unknown_ids: str = "err
                     f.interactions, unknown.height, f.items)
         out = out.filter(pl.col("item").is_not_null())
     return out.sort("time", maintain_order=True).select("user", "item", "time", "artist")
-
-
-def title_overlaps(titles: list[str], name: str) -> dict[str, int]:
-    """Warn about titles that a generated answer cannot tell apart: titles shared by several items, and
-    titles that occur inside another item's title (matching normalises case, quotes and spaces; see
-    docs/metrics.md). Returns the two counts."""
-    norm = [normalize_title(t) for t in titles]
-    counts: dict[str, int] = {}
-    for t in norm:
-        counts[t] = counts.get(t, 0) + 1
-    shared = {t: c for t, c in counts.items() if c > 1}
-    uniq = sorted(counts)
-    found = pl.Series(uniq).str.extract_many(uniq, overlapping=True).to_list()
-    nested = {}
-    for outer, inner in zip(uniq, found):
-        for t in set(inner or ()):
-            if t != outer:
-                nested.setdefault(t, outer)
-    n_shared = sum(shared.values())
-    n_nested = sum(counts[t] for t in nested)
-    if n_shared:
-        ex = ", ".join(repr(t) for t in list(shared)[:3])
-        log.warning("%s: %d items share their title with another item (e.g. %s); an answer naming such a title "
-                    "can never be told apart", name, n_shared, ex)
-    if n_nested:
-        ex = ", ".join(f"{t!r} in {o!r}" for t, o in list(nested.items())[:3])
-        log.warning("%s: %d items have a title nested in another item's title (e.g. %s); answers naming the longer "
-                    "title also contain the shorter one, which can make them ambiguous (docs/metrics.md)", name, n_nested, ex)
-    return {"shared_titles": n_shared, "nested_titles": n_nested}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from llara.text import short_repr
+
 log = logging.getLogger("llara.data.parse")
 
 
@@ -50,7 +52,7 @@ def parse_delimited(text: str, name: str, sep: str, columns: dict[str, pl.DataTy
         bad_rows = out.filter(cast.is_null())
         if bad_rows.height:
             row = bad_rows.row(0, named=True)
-            raise MalformedInputError(f"{name}, line {row['lineno']}: column {c!r} expected {dtype}, found {row[c]!r}")
+            raise MalformedInputError(f"{name}, line {row['lineno']}: column {c!r} expected {dtype}, found {short_repr(row[c])}")
         out = out.with_columns(cast.alias(c))
     return out
 
@@ -138,7 +140,7 @@ def steam_raw(reviews_path: Path, games_path: Path) -> tuple[pl.DataFrame, pl.Da
             continue  # a handful of game entries carry no id; they can never be reviewed items
         name = g.get("app_name") or g.get("title")
         if not name:
-            raise MalformedInputError(f"{games_path}, line {i}: game {g['id']!r} has neither app_name nor title")
+            raise MalformedInputError(f"{games_path}, line {i}: game {short_repr(g['id'])} has neither app_name nor title")
         games[str(g["id"])] = " ".join(str(name).split())
     items = pl.DataFrame({"source_id": list(games), "title": list(games.values())}).sort("source_id")
     items = items.with_row_index("item_id").with_columns(pl.col("item_id").cast(pl.Int64))
@@ -153,7 +155,7 @@ def steam_raw(reviews_path: Path, games_path: Path) -> tuple[pl.DataFrame, pl.Da
     bad = rev.filter(pl.col("day").is_null())
     if bad.height:
         row = bad.row(0, named=True)
-        raise MalformedInputError(f"{reviews_path}, line {row['lineno']}: date expected YYYY-MM-DD, found {row['date']!r}")
+        raise MalformedInputError(f"{reviews_path}, line {row['lineno']}: date expected YYYY-MM-DD, found {short_repr(row['date'])}")
     users = rev.select(pl.col("username").unique().sort()).with_row_index("user")
     inter = (rev.join(users, on="username").join(items.select("source_id", "item_id"), left_on="product_id", right_on="source_id", how="left")
              .select("lineno", pl.col("user").cast(pl.Int64), pl.col("item_id").alias("item"),
@@ -185,6 +187,9 @@ def llara_id2name(path: Path) -> pl.DataFrame:
         key, sep, name = line.partition("::")
         if not sep or not key.strip().lstrip("-").isdigit():
             raise MalformedInputError(f"{path}, line {i}: expected 'id::name', found {line[:80]!r}")
+        if len(key.strip().lstrip("-")) > 18:  # int() refuses over 4300 digits; no item table is that long
+            raise MalformedInputError(f"{path}, line {i}: expected an item id from 0 to the item count, found a "
+                                      f"{len(key.strip())}-digit number")
         rows.append((int(key), " ".join(name.split()), key.strip()))
     df = pl.DataFrame(rows, schema={"item_id": pl.Int64, "title": pl.String, "source_id": pl.String}, orient="row").sort("item_id")
     if df["item_id"].to_list() != list(range(df.height)):

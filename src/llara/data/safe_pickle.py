@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from llara.io import sha256_bytes
+from llara.text import short_repr
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -192,7 +193,7 @@ def _interpret(data: bytes, name: str) -> Any:
         raise UnsafePickleError(f"{name}: {e} (byte {pos})") from None
     except PickleFormatError as e:
         raise PickleFormatError(f"{name}: not a DataFrame pickle: {e} (byte {pos})") from None
-    except (IndexError, KeyError, TypeError, ValueError, RecursionError, MemoryError) as e:
+    except (IndexError, KeyError, TypeError, ValueError, RecursionError, MemoryError, OverflowError) as e:
         raise PickleFormatError(f"{name}: not a readable pickle at byte {pos}: {type(e).__name__}: {e}") from None
     raise PickleFormatError(f"{name}: the pickle has no STOP opcode (truncated)")
 
@@ -227,17 +228,17 @@ class _Decoder:
         code = call.args[0]
         state = call.state
         if not isinstance(code, str) or not (code in _DTYPES or code in ("O8", "O4")):
-            raise self.fail(f"numpy dtype {code!r} is not read (ints, floats, bools, objects only)")
+            raise self.fail(f"numpy dtype {short_repr(code)} is not read (ints, floats, bools, objects only)")
         if not isinstance(state, tuple) or len(state) < 8 or state[0] not in (3, 4) or \
                 state[1] not in ("<", ">", "|", "=") or any(s is not None for s in state[2:5]):
-            raise self.fail(f"numpy dtype {code!r} with an unexpected state (structured dtypes are not read)")
+            raise self.fail(f"numpy dtype {short_repr(code)} with an unexpected state (structured dtypes are not read)")
         if code.startswith("O"):
             return np.dtype(object)
         return np.dtype(code if state[1] in ("|", "=") else state[1] + code)
 
     def shape(self, obj: Any) -> tuple[int, ...]:
-        if type(obj) is not tuple or not 1 <= len(obj) <= 2 or any(type(d) is not int or d < 0 for d in obj):
-            raise self.fail(f"array shape {obj!r} (expected one or two non-negative ints)")
+        if type(obj) is not tuple or not 1 <= len(obj) <= 2 or any(type(d) is not int or not 0 <= d < 2 ** 63 for d in obj):
+            raise self.fail(f"array shape {short_repr(obj)} (expected one or two non-negative 64-bit ints)")
         return obj
 
     def numeric(self, buf: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
@@ -272,7 +273,7 @@ class _Decoder:
             return self.numeric(data, dtype, shape, fortran)
         size = math.prod(shape)
         if type(data) is not list or len(data) != size:
-            raise self.fail(f"object array of shape {shape} holds {len(data) if type(data) is list else data!r} items")
+            raise self.fail(f"object array of shape {shape} holds {len(data) if type(data) is list else short_repr(data)} items")
         self.spend(size)
         out = np.empty(size, dtype=object)
         for i, v in enumerate(data):
@@ -283,7 +284,7 @@ class _Decoder:
         call = self.expect(obj, "scalar", 2)
         dtype, raw = self.dtype(call.args[0]), call.args[1]
         if dtype == object or not isinstance(raw, (bytes, bytearray)) or len(raw) != dtype.itemsize:
-            raise self.fail(f"numpy scalar of dtype {dtype} with {len(raw) if isinstance(raw, (bytes, bytearray)) else raw!r} bytes")
+            raise self.fail(f"numpy scalar of dtype {dtype} with {len(raw) if isinstance(raw, (bytes, bytearray)) else short_repr(raw)} bytes")
         return np.frombuffer(bytes(raw), dtype=dtype)[0].item()
 
     def plain(self, v: Any, depth: int = 0) -> Any:
@@ -307,7 +308,7 @@ class _Decoder:
         if cls.role == "RangeIndex":
             start, stop, step = d.get("start"), d.get("stop"), d.get("step")
             if any(type(x) is not int for x in (start, stop, step)) or step == 0:
-                raise self.fail(f"RangeIndex({start!r}, {stop!r}, {step!r})")
+                raise self.fail(f"RangeIndex{short_repr((start, stop, step))}")
             return len(range(start, stop, step))
         values = self.array(d.get("data"))
         if values.ndim != 1:
@@ -328,7 +329,7 @@ class _Decoder:
         if isinstance(columns, int):
             columns = list(range(columns))
         if len(set(map(repr, columns))) != len(columns):
-            raise self.fail(f"duplicate column labels {columns}")
+            raise self.fail(f"duplicate column labels {short_repr(columns)}")
         cells: list[list[Any] | None] = [None] * len(columns)
         for b in blocks:
             call = self.expect(b, "block", 3)
@@ -339,12 +340,12 @@ class _Decoder:
                 raise self.fail(f"a block of shape {arr.shape} for {len(positions)} columns x {n_rows} rows")
             for j, p in enumerate(positions):
                 if cells[p] is not None:
-                    raise self.fail(f"column {columns[p]!r} is stored twice")
+                    raise self.fail(f"column {short_repr(columns[p])} is stored twice")
                 values = arr[j].tolist()
                 cells[p] = [self.plain(v) for v in values] if arr.dtype == object else values
         missing = [c for c, v in zip(columns, cells) if v is None]
         if missing:
-            raise self.fail(f"column(s) {missing} have no data")
+            raise self.fail(f"column(s) {short_repr(missing)} have no data")
         return dict(zip(columns, cells)), n_rows
 
     def placement(self, obj: Any, n_cols: int) -> list[int]:
@@ -352,14 +353,14 @@ class _Decoder:
         if isinstance(obj, _Call) and obj.role == "slice":
             args = obj.args
             if len(args) != 3 or any(x is not None and (type(x) is not int or x < 0) for x in args) or args[2] == 0:
-                raise self.fail(f"block placement slice{args!r}")
+                raise self.fail(f"block placement slice{short_repr(args)}")
             return list(range(n_cols)[slice(*args)])  # a slice past the columns is caught by the shape check
         arr = self.array(obj)
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             raise self.fail("block placement is not a list of column positions")
         positions = arr.tolist()
         if any(not 0 <= p < n_cols for p in positions):
-            raise self.fail(f"block placement {positions} outside the {n_cols} columns")
+            raise self.fail(f"block placement {short_repr(positions)} outside the {n_cols} columns")
         return positions
 
 
@@ -389,7 +390,7 @@ def read_frame(path: str | Path, expected_sha256: str) -> tuple[dict[Any, list[A
         return _Decoder(str(path), budget=4 * len(data) + 1024).frame(tree)
     except PickleFormatError:
         raise
-    except (ValueError, TypeError, IndexError, KeyError, RecursionError, MemoryError) as e:
+    except (ValueError, TypeError, IndexError, KeyError, RecursionError, MemoryError, OverflowError) as e:
         raise PickleFormatError(f"{path}: not a DataFrame of the expected layout: {type(e).__name__}: {e}") from None
 
 
@@ -413,16 +414,18 @@ def load_llara_split(path: str | Path, expected_sha256: str) -> LlaraSplit:
     missing = [c for c in COLUMNS if c not in columns]
     if missing:
         raise PickleFormatError(f"{path}: missing column(s) {missing}; expected columns {list(COLUMNS)}, "
-                                f"found {list(columns)}")
+                                f"found {short_repr(list(columns))}")
 
     def bad(r: int, col: str, what: str, value: Any) -> PickleFormatError:
-        return PickleFormatError(f"{path}, row {r}, column {col!r}: expected {what}, found {value!r}"[:400])
+        return PickleFormatError(f"{path}, row {r}, column {col!r}: expected {what}, found {short_repr(value)}")
 
     def item(r: int, col: str, v: Any) -> int:
         if type(v) is tuple and v:
             v = v[0]
         if type(v) is not int:
             raise bad(r, col, "an integer item id (or an (item, rating) tuple)", v)
+        if not -2 ** 63 <= v < 2 ** 63:
+            raise bad(r, col, "an item id that fits in 64 bits", v)
         return v
 
     seqs, lens, nexts = [], [], []

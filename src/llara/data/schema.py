@@ -7,6 +7,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llara.io import check_output_set
+
 ITEMS = pa.schema([
     pa.field("item_id", pa.int64(), nullable=False),
     pa.field("title", pa.string(), nullable=False),
@@ -29,7 +31,11 @@ SPLIT_SCHEMAS = {"train": TRAIN, "valid": EVAL, "test": EVAL}
 
 
 def read_table(path: str | os.PathLike, schema: pa.Schema) -> pa.Table:
-    """Read a Parquet table and check that it has ``schema``'s columns and types and at least one row."""
+    """Read a Parquet table and check that it has ``schema``'s columns and types and at least one row.
+
+    A file the data stage wrote is read only as part of a complete set (``llara.io.check_output_set``): never
+    a file of an interrupted run next to files of an earlier one."""
+    check_output_set(path)
     table = pq.read_table(path)
     missing = [f.name for f in schema if f.name not in table.schema.names]
     if missing:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from llara.data.candidates import sample_candidate_sets
 from llara.data.schema import EVAL, ITEMS, TRAIN
-from llara.io import write_parquet
+from llara.io import output_set, write_parquet
 
 _ONSETS = list("bdfgklmnprstvz") + ["br", "dr", "kl", "st", "tr"]
 _VOWELS = list("aeiou")
@@ -79,19 +79,22 @@ def write_genre_dataset(out_dir: str | os.PathLike, n_items: int = 400, n_genres
     out.mkdir(parents=True, exist_ok=True)
     items = pa.table({"item_id": np.arange(n_items, dtype=np.int64), "title": titles,
                       "source_id": [f"genre{g}" for g in genres]}, schema=ITEMS)
-    write_parquet(items, out / "items.parquet", ITEMS)
+    tables = {"items": items}
     user = 0
     for split, n in (("train", n_train), ("valid", n_eval), ("test", n_eval)):
         hists, targets, row_genres = genre_rows(genres, n, history, rng)
         cols = {"user_id": list(range(user, user + n)), "history": hists, "target": targets}
         user += n
         if split == "train":
-            write_parquet(pa.table(cols, schema=TRAIN), out / "train.parquet", TRAIN)
+            tables[split] = pa.table(cols, schema=TRAIN)
             continue
         # ban the whole genre from the negatives: the history argument of the sampler is its ban list
         banned = [[int(i) for i in np.flatnonzero(genres == g) if i != t] for g, t in zip(row_genres, targets)]
         sets = sample_candidate_sets(banned, targets, n_items, n_candidates, candidate_sets,
                                      int(rng.integers(2 ** 31)))
-        table = pa.table(cols | {"candidates": [s[0] for s in sets], "candidate_sets": sets}, schema=EVAL)
-        write_parquet(table, out / f"{split}.parquet", EVAL)
+        tables[split] = pa.table(cols | {"candidates": [s[0] for s in sets], "candidate_sets": sets}, schema=EVAL)
+    # one output set: a reader never sees files of two runs (llara.io.output_set)
+    with output_set([out / f"{name}.parquet" for name in tables], "synthetic"):
+        for name, table in tables.items():
+            write_parquet(table, out / f"{name}.parquet", table.schema)
     return out

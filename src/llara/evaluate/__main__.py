@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from llara.cli_errors import add_debug_argument, stage_main
 from llara.runlog import setup_logging
 
 DEFAULTS = {"splits": ["test", "valid"], "modes": ["generate", "rank"], "k": 1, "max_rows": None, "batch_size": 32,
@@ -18,7 +19,9 @@ DEFAULTS = {"splits": ["test", "valid"], "modes": ["generate", "rank"], "k": 1, 
             "representation": "hybrid", "bootstrap": {"n_resamples": 1000, "alpha": 0.05}}
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage_main("evaluate")
+def main(argv: list[str]) -> None:
+    """Evaluate one model (see the module docstring); an expected error ends in one line, exit status 2."""
     p = argparse.ArgumentParser(prog="python -m llara.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("base_dir", type=Path, help="Hugging Face folder of the base LLM (resources/llm/NAME)")
     p.add_argument("data_dir", type=Path, help="folder with items.parquet and the eval splits")
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-seed", type=int, default=None, help="the seed the tuned model was trained with (recorded)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--log", type=Path, default=None)
+    add_debug_argument(p)
     a = p.parse_args(argv)
     setup_logging(a.log)
     settings = json.loads(json.dumps(DEFAULTS))

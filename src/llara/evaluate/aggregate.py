@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from llara.cli_errors import stage_main
 from llara.evaluate.compare import check_paired, common_sets, metric_arrays, outcome_matrix
 from llara.io import check_replaceable, write_json
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, bootstrap_ratio, ratio_stat
@@ -153,10 +154,12 @@ def write_seed_aggregate(runs: Sequence[Mapping[str, Any]], out_path: str | Path
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage_main("aggregate")
+def main(argv: list[str]) -> None:
     """``python -m llara.evaluate.aggregate OUT.json --run SEED PREDICTIONS METRICS [--run ...]``."""
     import argparse
 
+    from llara.cli_errors import add_debug_argument, input_errors
     from llara.runlog import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m llara.evaluate.aggregate",
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-resamples", type=int, default=N_RESAMPLES)
     p.add_argument("--alpha", type=float, default=ALPHA)
     p.add_argument("--log", type=Path, default=None)
+    add_debug_argument(p)
     a = p.parse_args(argv)
     setup_logging(a.log)
     runs = []
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         if not seed.isdigit():
             p.error(f"--run expects SEED PREDICTIONS METRICS with a non-negative integer SEED, got {seed!r}")
         runs.append({"seed": int(seed), "predictions": pred, "metrics": met})
-    write_seed_aggregate(runs, a.out, seed=a.seed, n_resamples=a.n_resamples, alpha=a.alpha)
+    with input_errors():  # its checks of the runs' files raise ValueError naming the file
+        write_seed_aggregate(runs, a.out, seed=a.seed, n_resamples=a.n_resamples, alpha=a.alpha)
 
 
 if __name__ == "__main__":

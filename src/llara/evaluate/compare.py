@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llara.cli_errors import stage_main
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, paired_bootstrap, ratio_stat
 from llara.metrics.ranking import hit_at_k, ndcg_at_k
 
@@ -196,12 +197,14 @@ def compare_files(path_a: str | Path, path_b: str | Path, split: str = "test", m
             for m in metrics]
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage_main("compare")
+def main(argv: list[str]) -> None:
     """``llara compare A/predictions.parquet B/predictions.parquet``: A - B with a paired row-bootstrap CI."""
     import argparse
-    import sys
 
-    from llara.io import OutputInTheWayError, write_json
+    from llara.cli_errors import add_debug_argument, input_errors
+    from llara.io import write_json
+    from llara.runlog import setup_logging
 
     p = argparse.ArgumentParser(prog="llara compare", description="A minus B on the same rows and stored candidate "
                                 "sets, with a paired row-bootstrap confidence interval (mean over the common sets)")
@@ -217,14 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-resamples", type=int, default=N_RESAMPLES)
     p.add_argument("--alpha", type=float, default=ALPHA)
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    p.add_argument("--log", type=Path, default=None, help="also log to this file (`llara --log F compare` passes it)")
+    add_debug_argument(p)
     a = p.parse_args(argv)
-    try:
+    setup_logging(a.log)
+    with input_errors():  # its checks of the two files raise ValueError naming the file
         rows = compare_files(a.a, a.b, a.split, a.mode_a, a.mode_b, a.metric, a.seed, a.n_resamples, a.alpha)
-        if a.out is not None:
-            write_json(rows, a.out)
-    except (ValueError, FileNotFoundError, OutputInTheWayError) as e:
-        print(f"llara compare: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    if a.out is not None:
+        write_json(rows, a.out)
     level = round(100 * (1 - a.alpha))
     print(f"A: {a.a} ({a.mode_a})\nB: {a.b} ({a.mode_b or a.mode_a})")
     print(f"| metric | rows x sets | A | B | A - B [{level}% CI] | p |")

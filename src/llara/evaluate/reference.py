@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llara.cli_errors import stage_main
 from llara.data.schema import EVAL, TRAIN, read_table
 from llara.evaluate.ranker_output import SplitScores, check_outputs, write_ranker_outputs
 from llara.llm.data import load_item_embeddings
@@ -148,12 +149,12 @@ def reference_predictions(kind: str, items_path: str | Path, split_paths: dict[s
         extra={"ties": ties})
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage_main("reference")
+def main(argv: list[str]) -> None:
     """``llara reference DATA_DIR OUT_DIR --kind popularity|last_item [--embeddings FILE]``."""
     import argparse
-    import sys
 
-    from llara.io import OutputInTheWayError
+    from llara.cli_errors import add_debug_argument, input_errors
     from llara.runlog import setup_logging
 
     p = argparse.ArgumentParser(
@@ -174,20 +175,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--log", type=Path, default=None)
+    add_debug_argument(p)
     a = p.parse_args(argv)
     setup_logging(a.log)
     if a.kind == "last_item" and a.embeddings is None:
         p.error("--kind last_item needs --embeddings (a backbone's item_embeddings.parquet)")
     d = a.data_dir
-    try:
+    with input_errors():  # its checks of the data files raise ValueError naming the file
         reference_predictions(a.kind, d / "items.parquet", {s: d / f"{s}.parquet" for s in a.splits},
                               a.out_dir / "predictions.parquet", a.out_dir / "metrics.json",
                               train_path=d / "train.parquet", embeddings_path=a.embeddings, seed=a.seed,
                               n_resamples=a.n_resamples, alpha=a.alpha, train_seed=a.train_seed,
                               meta={"dataset": a.dataset, "seqrec": a.seqrec if a.kind == "last_item" else None})
-    except (ValueError, FileNotFoundError, OutputInTheWayError) as e:
-        print(f"llara reference: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from llara.cli_errors import stage_main
 from llara.io import atomic_path, check_replaceable, sha256_file
 from llara.settings import check_settings
 
@@ -226,10 +227,12 @@ def _readable(path: Path) -> None:
         f.chmod(0o755 if f.is_dir() else 0o644)
 
 
-def main(argv: list[str] | None = None) -> int:
+@stage_main("base-llm")
+def main(argv: list[str]) -> int:
     """CLI: ``python -m llara.llm.base --config-json '{...llm slice...}' --out resources/llm/NAME``."""
     import argparse
 
+    from llara.cli_errors import add_debug_argument
     from llara.runlog import setup_logging
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--download-dir", default="resources/llm/_downloads")
     ap.add_argument("--log", default=None)
+    add_debug_argument(ap)
     args = ap.parse_args(argv)
     try:
         llm_cfg = json.loads(args.config_json)

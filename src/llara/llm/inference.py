@@ -123,7 +123,8 @@ def load_llara(base_dir, items_path, item_embeddings_path=None, adapter_dir=None
         if projector is not None and table.shape[1] != projector.d_rec:
             raise ValueError(f"{item_embeddings_path}: embedding dimension {table.shape[1]} != the projector's "
                              f"input size {projector.d_rec} ({projector_path})")
-    enc = PromptEncoder(tok, titles, templates, fmt, meta.get("answer_format", "bare"))
+    enc = PromptEncoder(tok, titles, templates, fmt, meta.get("answer_format", "bare"),
+                        meta.get("token_position", "after"))
     if projector is not None:
         projector = projector.to(device=device, dtype=resolve_dtype(dtype))
     module = LlaraLM(lm, projector, table, enc.special_ids[0]).eval()

@@ -2,8 +2,9 @@
 
 An item is rendered, depending on the representation, as
 
-- ``hybrid``: ``title [HistoryEmb]`` in the history, ``title [CansEmb]`` among the candidates; the
-  special token's input embedding is later replaced by ``Proj(e_item)`` (see ``llara.llm.injection``);
+- ``hybrid``: ``title [HistoryEmb]`` in the history, ``title [CansEmb]`` among the candidates (the authors'
+  order; ``token_position="before"`` gives ``[HistoryEmb] title`` / ``[CansEmb] title``); the special token's
+  input embedding is later replaced by ``Proj(e_item)`` (see ``llara.llm.injection``);
 - ``text``: ``title [PH]``: the placeholder keeps its own fixed embedding (LLaRA's text-only prompt);
 - ``id``: ``[HistoryEmb]`` / ``[CansEmb]`` alone (behavioural token, no title);
 - ``plain``: the bare title (zero-shot base model, which has no special tokens).
@@ -32,6 +33,7 @@ PH, HIST, CANS, ITEM = SPECIAL_TOKENS
 REPRESENTATIONS = ("hybrid", "text", "id")
 PROMPT_FORMATS = ("auto", "raw", "chat")
 ANSWER_FORMATS = ("bare", "spaced")
+TOKEN_POSITIONS = ("after", "before")
 REQUIRED_FIELDS = {"history", "candidates"}
 OPTIONAL_FIELDS = {"n_candidates"}
 SEP = ", "
@@ -198,10 +200,14 @@ def clean_title(title: str) -> str:
     return " ".join(_SPECIAL_RE.sub("", str(title)).split())
 
 
-def render_items(titles: Sequence[str], ids: Sequence[int], representation: str, token: str) -> str:
-    """Render items as text for a prompt (``token`` is [HistoryEmb] or [CansEmb])."""
+def render_items(titles: Sequence[str], ids: Sequence[int], representation: str, token: str,
+                 token_position: str = "after") -> str:
+    """Render items as text for a prompt (``token`` is [HistoryEmb] or [CansEmb]; in hybrid prompts it follows
+    the title, or precedes it with ``token_position="before"``)."""
     if representation == "hybrid":
-        parts = [f"{titles[i]} {token}" for i in ids]
+        if token_position not in TOKEN_POSITIONS:
+            raise ValueError(f"token_position: expected one of {TOKEN_POSITIONS}, found {token_position!r}")
+        parts = [f"{titles[i]} {token}" if token_position == "after" else f"{token} {titles[i]}" for i in ids]
     elif representation == "text":
         parts = [f"{titles[i]} {PH}" for i in ids]
     elif representation == "id":
@@ -245,6 +251,7 @@ class PromptEncoder:
     templates: Sequence[str]
     prompt_format: str = "raw"
     answer_format: str = "bare"
+    token_position: str = "after"
 
     def __post_init__(self):
         self.special_ids = add_special_tokens(self.tokenizer)
@@ -255,14 +262,16 @@ class PromptEncoder:
             raise ValueError("prompt_format: 'chat' but the tokenizer has no chat template")
         if self.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"answer_format: expected one of {ANSWER_FORMATS}, found {self.answer_format!r}")
+        if self.token_position not in TOKEN_POSITIONS:
+            raise ValueError(f"token_position: expected one of {TOKEN_POSITIONS}, found {self.token_position!r}")
 
     # ---- text ---------------------------------------------------------------------------
     def prompt_text(self, history: Sequence[int], candidates: Sequence[int], representation: str,
                     template: int = 0) -> str:
         """The full prompt string (chat-wrapped when the format is chat)."""
         body = self.templates[template % len(self.templates)].format(
-            history=render_items(self.titles, history, representation, HIST),
-            candidates=render_items(self.titles, candidates, representation, CANS),
+            history=render_items(self.titles, history, representation, HIST, self.token_position),
+            candidates=render_items(self.titles, candidates, representation, CANS, self.token_position),
             n_candidates=len(candidates))
         if self.prompt_format == "chat":
             return self.tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,

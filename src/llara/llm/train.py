@@ -70,6 +70,7 @@ class TuneConfig:
     prompt_format: str = "auto"           # auto | raw | chat
     answer_format: str = "bare"           # chat answers: bare (title + eos) | spaced (" " + title + eos)
     projector_scale: str = "free"         # free (the authors' MLP) | token_norm (outputs at the token-embedding norm)
+    token_position: str = "after"         # hybrid items: after ("title [CansEmb]", the authors') | before ("[CansEmb] title")
     n_candidates: int = 20
     max_train_samples: int | None = 384
     epochs: int = 1
@@ -118,7 +119,11 @@ class TuneConfig:
 
         d = self.to_dict()
         extra = {k: d.pop(k) for k in ("dataset", "seed", "prompt_format")}
-        check_settings({"tune": d, "seed": extra["seed"], "llm": {"prompt_format": extra["prompt_format"]}})
+        checked = check_settings({"tune": d, "seed": extra["seed"], "llm": {"prompt_format": extra["prompt_format"]}})
+        # whole-number floats (epochs=2.0) come back as the integers the checked settings hold
+        for k, v in [*checked["tune"].items(), ("seed", checked["seed"])]:
+            if type(v) is int and type(getattr(self, k, None)) is float:
+                setattr(self, k, v)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -459,7 +464,7 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
     load_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.precision, "float32")
     tok, base = load_base(paths.base, load_dtype, device=f"cuda:{local_rank}" if on_gpu else "cpu")
     fmt = resolve_prompt_format(cfg.prompt_format, tok)
-    enc = PromptEncoder(tok, prep.titles, prep.templates, fmt, cfg.answer_format)
+    enc = PromptEncoder(tok, prep.titles, prep.templates, fmt, cfg.answer_format, cfg.token_position)
     module = build_module(base, cfg, prep.item_table, enc.special_ids[0])
 
     sched = Schedule(prep.rows, len(prep.titles), cfg.seed, cfg.epochs, cfg.effective_batch_size,
@@ -579,7 +584,8 @@ def write_outputs(module, full: dict, cfg: TuneConfig, paths: TunePaths, fmt: st
 
     out = Path(paths.out_dir)
     meta = {"dataset": cfg.dataset, "representation": cfg.representation, "curriculum": cfg.curriculum,
-            "prompt_format": fmt, "answer_format": cfg.answer_format, "n_candidates": cfg.n_candidates,
+            "prompt_format": fmt, "answer_format": cfg.answer_format, "token_position": cfg.token_position,
+            "n_candidates": cfg.n_candidates,
             "templates": prep.templates,
             "base": str(paths.base)}
     prov = provenance(cfg.to_dict(), {"items": paths.items, "train": paths.train, "embeddings": paths.embeddings},
@@ -619,10 +625,19 @@ def write_final_logits(module, full: dict, enc, prep: Prepared, cfg: TuneConfig,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI of the tune stage; an expected error ends in one line, exit status 2 (llara.cli_errors)."""
+    from llara.cli_errors import run_stage
+
+    return run_stage("tune", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    """Parse the tune arguments, check every input, then train (in-process or under a launcher)."""
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On a shared CPU, spinning
     # 2-thread regions ran 2-3x slower (measured 14-25 s vs 5.5-6.5 s per 4x238-token micro-step).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from llara.cli_errors import add_debug_argument, input_errors
+
     ap = argparse.ArgumentParser(description="LLaRA curriculum LoRA tuning under DeepSpeed")
     ap.add_argument("--config-json", required=True, help="the tune config slice as JSON (see TuneConfig)")
     ap.add_argument("--base", required=True, help="base model folder (HF layout)")
@@ -638,16 +653,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--final-logits", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--log", default=None, help="also log to this file")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_debug_argument(ap)
     args = ap.parse_args(argv)
+    try:
+        tune_settings = json.loads(args.config_json)
+    except json.JSONDecodeError as e:
+        ap.error(f"argument --config-json: not valid JSON ({e})")
 
     from llara.runlog import setup_logging
 
     rank = int(os.environ.get("RANK", "0"))
     setup_logging(args.log if rank == 0 else None, logging.INFO if rank == 0 else logging.WARNING)
-    cfg = TuneConfig.from_dict(json.loads(args.config_json))
+    cfg = TuneConfig.from_dict(tune_settings)
     paths = TunePaths(base=args.base, items=args.items, train=args.train, embeddings=args.embeddings,
                       out_dir=args.out_dir, ckpt_dir=args.ckpt_dir, templates=args.templates, valid=args.valid)
-    preflight(cfg, paths)  # fail on bad input before any launcher or model
+    with input_errors():  # its checks raise ValueError naming the file or key
+        preflight(cfg, paths)  # fail on bad input before any launcher or model
     if "RANK" not in os.environ:
         child = [a for a in argv]
         rc = launch_if_needed(child, args.nproc)

@@ -8,13 +8,15 @@ training seed: seed, predictions, metrics, train_log) (llara.report.collect.Entr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from llara.cli_errors import add_debug_argument, input_errors, stage_main
 from llara.runlog import setup_logging
 
 
-def main(argv: list[str] | None = None) -> None:
+@stage_main("report")
+def main(argv: list[str]) -> None:
+    """Build the report (see the module docstring); an expected error ends in one line, exit status 2."""
     p = argparse.ArgumentParser(prog="python -m llara.report", description=__doc__.splitlines()[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("entries", type=Path, help="JSON list of the methods to report")
@@ -24,12 +26,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--log", type=Path, default=None)
+    add_debug_argument(p)
     a = p.parse_args(argv)
     setup_logging(a.log)
     from llara.report.build import build_report
+    from llara.report.collect import read_entries
 
-    build_report(json.loads(a.entries.read_text()), a.out_dir, split=a.split, llm_mode=a.llm_mode,
-                 paper_rows=not a.no_paper_rows, seed=a.seed, n_resamples=a.n_resamples)
+    entries = read_entries(a.entries)
+    with input_errors():  # the results it reads (metrics.json, predictions.parquet): ValueError naming the file
+        build_report(entries, a.out_dir, split=a.split, llm_mode=a.llm_mode, paper_rows=not a.no_paper_rows,
+                     seed=a.seed, n_resamples=a.n_resamples)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,87 @@ class Entry:
         return {r.seed: pq.read_table(r.predictions) for r in self.run_list()}
 
 
+_JSON_TYPES = {dict: "an object", list: "a list", str: "a string", bool: "true/false", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def read_entries(path: str | Path) -> list[Entry]:
+    """The report entries file (``llara report OUT ENTRIES.json``): a JSON list of objects with the keys of
+    :class:`Entry` (``runs``: objects with the keys of :class:`Run`). Anything else raises
+    MalformedInputError naming the file, the entry and the key, what was expected and what was found."""
+    import errno
+    import json
+    from dataclasses import MISSING, fields
+
+    from llara.data.parse import MalformedInputError
+
+    path = Path(path)
+    expected = "a JSON list of report entries (objects with dataset, kind, label, metrics; llara.report.collect.Entry)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"no such file; expected {expected}", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise MalformedInputError(f"{path}: not UTF-8 text (byte {e.start}); expected {expected}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MalformedInputError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}); "
+                                  f"expected {expected}") from None
+    if not isinstance(data, list):
+        raise MalformedInputError(f"{path}: expected {expected}, found {_json_type(data)}")
+    if not data:
+        raise MalformedInputError(f"{path}: the list is empty; expected at least one report entry")
+    keys = {f.name: f for f in fields(Entry)}
+    required = [k for k, f in keys.items() if f.default is MISSING and f.default_factory is MISSING]
+    run_keys = [f.name for f in fields(Run)]
+    entries = []
+    for i, raw in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(raw, dict):
+            raise MalformedInputError(f"{where}: expected an object, found {_json_type(raw)}")
+        if isinstance(raw.get("label"), str):
+            where += f" ({raw['label']!r})"
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise MalformedInputError(f"{where}: missing key(s) {missing}; every entry has {required}")
+        unknown = sorted(set(raw) - set(keys))
+        if unknown:
+            raise MalformedInputError(f"{where}: unknown key(s) {unknown}; expected keys among {list(keys)}")
+        for k, v in raw.items():
+            if k != "runs" and not (isinstance(v, str) or (v is None and k not in required)):
+                want = "a string" if k in required else "a string or null"
+                raise MalformedInputError(f"{where}, key {k!r}: expected {want}, found {_json_type(v)} {v!r}")
+        if raw["kind"] not in KINDS:
+            raise MalformedInputError(f"{where}, key 'kind': expected one of {list(KINDS)}, found {raw['kind']!r}")
+        runs = raw.get("runs")
+        if runs is not None and (not isinstance(runs, list) or not runs):
+            raise MalformedInputError(f"{where}, key 'runs': expected a non-empty list of objects (one per "
+                                      f"training seed) or null, found {_json_type(runs)} {runs!r}")
+        for j, run in enumerate(runs or []):
+            at = f"{where}, runs[{j}]"
+            if not isinstance(run, dict):
+                raise MalformedInputError(f"{at}: expected an object with keys among {run_keys}, found {_json_type(run)}")
+            unknown = sorted(set(run) - set(run_keys))
+            if unknown:
+                raise MalformedInputError(f"{at}: unknown key(s) {unknown}; expected keys among {run_keys}")
+            if "seed" not in run:
+                raise MalformedInputError(f"{at}: missing key 'seed' (the training seed, or null for an untrained method)")
+            if not (run["seed"] is None or (isinstance(run["seed"], int) and not isinstance(run["seed"], bool))):
+                raise MalformedInputError(f"{at}, key 'seed': expected an integer or null, found "
+                                          f"{_json_type(run['seed'])} {run['seed']!r}")
+            for k in (k for k in run_keys if k != "seed"):
+                if not (run.get(k) is None or isinstance(run[k], str)):
+                    raise MalformedInputError(f"{at}, key {k!r}: expected a string or null, found "
+                                              f"{_json_type(run[k])} {run[k]!r}")
+        entries.append(Entry(**raw))
+    return entries
+
+
 @dataclass
 class Summary:
     """Normalised numbers of one entry on one split (None where the source has no such number).
