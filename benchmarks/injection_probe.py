@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Injection probe: how fast does the tuned LLM learn to act on what only the behavioural tokens carry?
 
     .venv/bin/python benchmarks/injection_probe.py --data results/learnability/data \

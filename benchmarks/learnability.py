@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Learnability: can the tuned LLM use what only the behavioural tokens carry?
 
     .venv/bin/python benchmarks/learnability.py [--base resources/llm/smollm2-135m-instruct]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Real-data learning curve: LLaRA variants on LastFM against chance, text-only, SASRec and the last-item scorer.
 
     .venv/bin/python benchmarks/realdata_curve.py [--config config/config.yaml] [--variants hybrid text_only id_only]

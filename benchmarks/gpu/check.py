@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The prepared GPU check: the paper-scale memory probe and real LLaRA on all of LastFM, on one GPU.
 
 Runs on a machine without an install of this project (the device machine: torch, transformers, peft,
