@@ -32,6 +32,26 @@ def test_recipe_file_is_a_valid_tune_slice():
     text = TuneConfig.from_dict(rc.point_settings(_config(), "text_only", 3200, a))
     assert (hybrid.lr, hybrid.curriculum, hybrid.max_train_samples, hybrid.probe_every) == (2e-3, "hybrid_only", 3200, 30)
     assert (text.representation, text.curriculum, text.lr) == ("text", "none", 2e-3)
+    assert hybrid.token_position == "before"  # the change that made the hybrid model learn (docs/real-data.md)
+
+
+def test_text_only_points_shared_only_across_hybrid_prompt_keys(tmp_path):
+    """``--text-from R`` pairs with R's text-only point when the recipes differ only in keys that change hybrid
+    prompts alone (token_position); any other difference is refused, naming the key."""
+    base = {"lr": 2e-3, "curriculum": "hybrid_only"}
+    a = rc.parser().parse_args(["--out", str(tmp_path), "--recipe", "after", "--tune", json.dumps(base)])
+    point = tmp_path / "after" / "text_only" / "n160"
+    rc.check_recorded(point / "settings.json", rc.point_settings(_config(), "text_only", 160, a))
+    before = rc.parser().parse_args(["--out", str(tmp_path), "--recipe", "before", "--text-from", "after",
+                                     "--tune", json.dumps({**base, "token_position": "before"})])
+    assert rc.text_point(_config(), 160, before) == point
+    assert rc.text_point(_config(), 160, a) == point  # its own recipe's point without --text-from
+    other = rc.parser().parse_args(["--out", str(tmp_path), "--recipe", "x", "--text-from", "after",
+                                    "--tune", json.dumps({**base, "lr": 1e-3})])
+    with pytest.raises(SystemExit, match=r"trained with other settings \(lr\)"):
+        rc.text_point(_config(), 160, other)
+    with pytest.raises(SystemExit, match="no text-only point"):
+        rc.text_point(_config(), 320, before)
     assert rc.load_tune('{"lr": 1e-3}') == {"lr": 1e-3}
     with pytest.raises(argparse.ArgumentTypeError, match="neither a JSON object nor a YAML file"):
         rc.load_tune("no/such/recipe.yaml")
