@@ -87,3 +87,20 @@ def test_csv_merges_points_of_every_recipe(tmp_path):
     assert path.read_text().splitlines()[0].startswith("recipe,variant,train_samples,steps,lr,projector_lr")
     rc.plot(back, {"sasrec": 0.33, "last_item": 0.25}, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_newcomer_config_holds_the_recipe():
+    """config/examples/lastfm-learns.yaml (the documented run that shows LLaRA learning on 2 CPU cores) is a valid
+    overlay of config/config.yaml whose tune keys include every key of the recipe file with its value."""
+    import copy
+
+    from llara.settings import validate_config
+
+    overlay = yaml.safe_load((REPO / "config" / "examples" / "lastfm-learns.yaml").read_text())
+    cfg = copy.deepcopy(_config())
+    for section, keys in overlay.items():
+        cfg[section] = {**cfg[section], **keys}
+    validate_config(cfg)
+    recipe = rc.load_tune(str(REPO / "config" / "recipes" / "small-llm.yaml"))
+    assert {k: cfg["tune"][k] for k in recipe} == recipe
+    assert cfg["tune"]["max_train_samples"] >= 1600 and cfg["evaluate"]["candidate_sets"]["llara"] == 5
