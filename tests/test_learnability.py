@@ -1,6 +1,6 @@
 """The learnability benchmark at toy scale: synthetic genres -> SASRec -> three variants tuned by the tune CLI
 (DeepSpeed) -> evaluation on every stored set -> paired differences. A tiny random Llama cannot learn the task;
-the real run (SmolLM2, README "Learnability") is what shows the behavioural tokens carry the answer. This keeps
+the real run (SmolLM2, docs/results.md "Learnability") is what shows the behavioural tokens carry the answer. This keeps
 the benchmark running and checks what the toy scale can show: SASRec's embeddings hold the genres."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ the checkout's own package (``src/``) and the pipeline's own stage code:
 ``smoke``   All three, at toy scale on the CPU (a tiny random Llama, a tiny dataset): the CI rehearsal.
 
 Each prints one table and writes its results as JSON to ``--out`` ($OUT on the device machine).
-How to run it on a lent GPU: README, section "GPU check".
+How to run it on a lent GPU: docs/gpu.md, section "Running the GPU check".
 """
 
 from __future__ import annotations

