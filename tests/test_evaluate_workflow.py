@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_tiny_dataset, run_snakemake
+from test_evaluate_summary import check_summary
 from llara.evaluate import workflow as evalwf
 from llara.io import atomic_path
 from llara.report import workflow as reportwf
@@ -84,9 +85,14 @@ def test_rules_end_to_end_on_tiny_fixtures(tmp_path):
                "evaluate_reference_popularity", "evaluate_reference_last_item", "report"]
     args = ["--configfile", str(REPO / "config" / "config.yaml"), str(cfg_file), *allowed]
     # targets before the nargs options (run_snakemake appends its targets after them)
-    run_snakemake(wd, [], "results/report/table.md", "results/lastfm/sasrec/metrics.json", *args)
+    proc = run_snakemake(wd, [], "results/report/table.md", "results/lastfm/sasrec/metrics.json", *args)
     m = json.loads((wd / "results" / "lastfm" / "sasrec" / "metrics.json").read_text())
     assert m["splits"]["test"]["n"] == 3 and {"generate", "rank"} <= set(m["splits"]["test"])
+    # the evaluate job writes summary.md beside metrics.json, with its numbers and the backbone's, and prints it
+    summary = (wd / "results" / "lastfm" / "sasrec" / "summary.md").read_text()
+    check_summary(summary, m, [json.loads((sr / "metrics.json").read_text())])
+    assert "- metrics: results/lastfm/sasrec/metrics.json" in summary and "results/report/table.md" in summary
+    assert summary in proc.stdout + proc.stderr
     md = (wd / "results" / "report" / "table.md").read_text()
     assert "LLaRA(SASRec)" in md and "Zero-shot tiny" in md and "0.4508" in md
     assert "Popularity (train targets)" in md and "Last-item similarity (SASRec emb.)" in md

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import run_snakemake, tiny_pipeline
+from test_evaluate_summary import check_summary
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,12 @@ def test_whole_dag_deterministic_and_cached(setup):
     runs = []
     for name in ("run1", "run2"):  # two cold runs in separate folders
         wd = root / name
-        _run(setup, wd)
+        proc = _run(setup, wd)
         metrics = json.loads((wd / "results/movielens/sasrec/metrics.json").read_text())
+        # the main target's job ends with the summary: summary.md beside metrics.json, printed too
+        summary = (wd / "results/movielens/sasrec/summary.md").read_text()
+        check_summary(summary, metrics, [json.loads((wd / "results/movielens/sasrec/seqrec/metrics.json").read_text())])
+        assert summary in proc.stdout + proc.stderr
         runs.append(metrics)
         test = metrics["splits"]["test"]
         assert test["n"] == 3 and {"generate", "rank"} <= set(test)

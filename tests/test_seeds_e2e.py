@@ -8,6 +8,7 @@ import re
 
 import pytest
 from conftest import run_snakemake, tiny_pipeline
+from test_evaluate_summary import check_summary
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,11 @@ def test_seed_sweep(setup):
                for s in (42, 7)]
     assert agg["mean"]["strict_hr@1"] == pytest.approx(sum(singles) / 2)
     assert _json(setup, f"{ROOT}/seqrec/ranker_metrics.json")["aggregate"]["test"]["rank"]["n_seeds"] == 2
+    # the sweep's summary.md (rule aggregate_seeds): over seeds x sets, the backbone of both seeds beside it
+    summary = (wd / ROOT / "summary.md").read_text()
+    check_summary(summary, m, [_json(setup, f"{ROOT}/{sub}seqrec/metrics.json") for sub in ("", "seeds/7/")])
+    assert "| SASRec (backbone) | test | rank |" in summary and "| 2×2 |" in summary
+    assert (wd / ROOT / "seeds/7/summary.md").is_file()  # each seed's evaluation has its own
     # the report reads every seed
     md = (wd / "results/report/table.md").read_text()
     assert "training seeds [7, 42]" in md and "| 2×2 |" in md and "## Per seed" in md

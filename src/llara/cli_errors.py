@@ -52,11 +52,8 @@ def input_errors(*types: type[Exception]) -> Iterator[None]:
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception types that report a problem with the user's input, settings or paths (not a bug)."""
-    from llara.data.download import ChecksumError
-    from llara.data.parse import MalformedInputError
-    from llara.data.safe_pickle import PickleFormatError, UnsafePickleError
+    from llara.errors import ChecksumError, ConfigError, MalformedInputError, PickleFormatError, UnsafePickleError
     from llara.io import IncompleteOutputError, OutputInTheWayError
-    from llara.settings import ConfigError
 
     return (InputError, ConfigError, ChecksumError, MalformedInputError, PickleFormatError, UnsafePickleError,
             OutputInTheWayError, IncompleteOutputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,

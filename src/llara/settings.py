@@ -38,13 +38,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value the schema or a cross-key rule refuses; ``key`` is its dotted config key."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"config key {key}: {message}" if key else f"config: {message}")
+from llara.errors import ConfigError  # defined below every stage; importable from here as before
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 # (candidate log-likelihoods) on the first k stored candidate sets; the seqrec backbones as
 # per-row rankers (for paired comparisons); two no-LLM reference scorers on the same rows and sets
 # (popularity: train-target counts; last_item: a backbone's embedding of the last history item).
-# Outputs: predictions.parquet + metrics.json.
+# Outputs: predictions.parquet + metrics.json; rule evaluate (the main target's job) also writes summary.md beside
+# them and prints it (llara.evaluate.summary: HR@1 [CI] / ValidRatio per mode, chance, the backbone; in a sweep
+# rule aggregate_seeds writes the method-level one).
 # Params carry only the resolved slice of config `evaluate` (+ seed): changing an evaluation key
 # reruns the evaluations and the report, nothing upstream. Config -> inputs/params mapping:
 # llara.evaluate.workflow.
@@ -30,6 +32,7 @@ rule evaluate:
     output:
         predictions=f"{RUN}/predictions.parquet",
         metrics=f"{RUN}/metrics.json",
+        summary=f"{RUN}/summary.md",
     params:
         settings=lambda w: evalwf.eval_settings(config, "llara"),
         method="llara",
@@ -170,9 +173,11 @@ if SWEEP:
 
     rule aggregate_seeds:
         input:
-            unpack(lambda w: evalwf.seed_run_inputs(config, "llara", w.dataset, w.seqrec)),
+            unpack(lambda w: {**evalwf.seed_run_inputs(config, "llara", w.dataset, w.seqrec),
+                              **evalwf.backbone_inputs(config, w.dataset, w.seqrec)}),
         output:
             metrics="results/{dataset}/{seqrec}/metrics.json",
+            summary="results/{dataset}/{seqrec}/summary.md",  # the derived rules below write none
         params:
             runs=lambda w: evalwf.seed_runs(config, "llara", w.dataset, w.seqrec),
             bootstrap=config["evaluate"]["bootstrap"],

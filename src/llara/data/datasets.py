@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llara.data.sources import SOURCES
-from llara.settings import ConfigError
+from llara.errors import ConfigError
 
 BUILTIN: dict[str, tuple[str, ...]] = {}
 for _d, _s in SOURCES:

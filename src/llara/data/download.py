@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llara.data.sources import MAX_BYTES, RemoteFile, files_for
+from llara.errors import ChecksumError  # defined below every stage; importable from here as before
 from llara.io import atomic_path, sha256_file
 from llara.settings import check_settings
 
@@ -20,10 +21,6 @@ log = logging.getLogger("llara.data.download")
 
 
 CHUNK = 1 << 20
-
-
-class ChecksumError(ValueError):
-    """A file or archive member whose sha256 (or size) differs from its pin."""
 
 
 def _copy_bounded(src: BinaryIO, dest: BinaryIO, limit: int, name: str) -> int:

@@ -15,13 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
+from llara.errors import MalformedInputError  # defined below every stage; importable from here as before
 from llara.text import short_repr
 
 log = logging.getLogger("llara.data.parse")
-
-
-class MalformedInputError(ValueError):
-    """A raw file whose content does not match its documented format."""
 
 
 def parse_delimited(text: str, name: str, sep: str, columns: dict[str, pl.DataType], header: bool = False,

@@ -16,7 +16,6 @@ A bad file fails with :class:`UnsafePickleError` (a global or opcode outside tha
 from __future__ import annotations
 
 import math
-import pickle
 import pickletools
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from llara.errors import PickleFormatError, UnsafePickleError  # below every stage; importable from here as before
 from llara.io import sha256_bytes
 from llara.text import short_repr
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle references a global or opcode outside what LLaRA's DataFrames need."""
-
-
-class PickleFormatError(ValueError):
-    """The pickle is not a DataFrame of the expected shape, or holds a value of the wrong type."""
 
 
 # global (module, name) -> role; pandas >= 3 and numpy >= 2 spell some modules differently

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from llara.cli_errors import stage_main
 from llara.evaluate.compare import check_paired, common_sets, metric_arrays, outcome_matrix
+from llara.evaluate.predictions import read_predictions
 from llara.io import check_replaceable, write_json
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, bootstrap_ratio, ratio_stat
 from llara.provenance import provenance
@@ -114,8 +115,6 @@ def write_seed_aggregate(runs: Sequence[Mapping[str, Any]], out_path: str | Path
     per-seed evaluation's files). The runs must be the same method with the same settings (keys
     :data:`SHARED_KEYS`) on the same rows and candidates; otherwise ValueError names the files.
     """
-    from llara.evaluate.run import read_predictions
-
     t0 = time.perf_counter()
     check_replaceable(out_path)  # before any work: never replace what llara did not write
     if not runs:

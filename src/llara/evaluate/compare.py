@@ -1,6 +1,6 @@
 """Per-row outcomes of a method, and paired comparisons on the same rows, candidate sets and seeds.
 
-A method's ``predictions.parquet`` (schema ``llara.evaluate.run.PREDICTIONS``) is reduced to
+A method's ``predictions.parquet`` (schema ``llara.evaluate.predictions.PREDICTIONS``) is reduced to
 ``[rows, sets]`` outcome matrices; rows are matched by (row, user_id, target) and every candidate
 list must be identical, otherwise a comparison is refused (it would not be paired). A method
 trained with several seeds has one predictions file per seed (a *run*); runs are paired seed by
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llara.cli_errors import stage_main
+from llara.evaluate.predictions import read_predictions
 from llara.metrics.bootstrap import ALPHA, N_RESAMPLES, paired_bootstrap, ratio_stat
 from llara.metrics.ranking import hit_at_k, ndcg_at_k
 
@@ -180,8 +181,6 @@ def compare_files(path_a: str | Path, path_b: str | Path, split: str = "test", m
     Each result is :func:`paired_difference`'s (``a`` and ``b`` are the two methods' values, ``diff`` A - B, ``ci``)
     plus the files and modes. A file that is missing, not Parquet or not a predictions table raises an error
     naming it."""
-    from llara.evaluate.run import read_predictions
-
     tables = []
     for p in (path_a, path_b):
         try:

@@ -2,7 +2,7 @@
 
 Shared by the seqrec backbone as ranker (``seqrec_ranker``) and the reference scorers
 (``reference``): given ``scores [rows, K, C]`` for the candidates of every stored set, this builds the
-rank-mode rows of ``llara.evaluate.run.PREDICTIONS``, the ``rank`` block per split, the one-run
+rank-mode rows of ``llara.evaluate.predictions.PREDICTIONS``, the ``rank`` block per split, the one-run
 ``aggregate`` block and the metrics.json (evaluation layout, docs/metrics.md), and writes both atomically.
 Ties count against the target (``llara.metrics.ranking.target_ranks``); the ``predicted`` candidate
 breaks ties the same way (a tied negative is named before the target).
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from llara.evaluate.aggregate import aggregate_tables
 from llara.evaluate.blocks import rank_block
-from llara.evaluate.run import PREDICTIONS
+from llara.evaluate.predictions import PREDICTIONS
 from llara.io import check_replaceable, write_json, write_parquet
 from llara.metrics.ranking import target_ranks
 from llara.provenance import provenance

@@ -6,7 +6,7 @@ What the behavioural signal alone gives, as baseline rows beside the rankers and
 * ``last_item``: the dot product of the backbone's embedding of the row's *last* history item with each
   candidate's embedding (``item_embeddings.parquet`` of any seqrec backbone).
 
-Both write rank-mode rows of ``llara.evaluate.run.PREDICTIONS`` and a metrics.json in the evaluation
+Both write rank-mode rows of ``llara.evaluate.predictions.PREDICTIONS`` and a metrics.json in the evaluation
 layout (``llara.evaluate.ranker_output``), so they pair with LLaRA via ``llara.evaluate.compare``.
 Ties count against the target, as for every method here (``llara.metrics.ranking.target_ranks``);
 popularity ties often, so metrics.json also records HR@1 with ties shared evenly (``ties``) for reference.

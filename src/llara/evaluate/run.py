@@ -1,7 +1,7 @@
 """Evaluation orchestration: generate and rank modes over the first k stored candidate sets.
 
 Writes ``predictions.parquet`` (one row per split x mode x candidate set x test row, schema
-:data:`PREDICTIONS`) and ``metrics.json`` (layout in docs/metrics.md) atomically.
+:data:`~llara.evaluate.predictions.PREDICTIONS`) and ``metrics.json`` (layout in docs/metrics.md) atomically.
 
 Entry points:
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llara.data.schema import EVAL, ITEMS, read_table
 from llara.evaluate.aggregate import aggregate_tables
 from llara.evaluate.blocks import generate_block, rank_block
 from llara.evaluate.engine import Engine, LlaraEngine
 from llara.evaluate.matching import RULE_NAME, score_outputs
+from llara.evaluate.predictions import PREDICTIONS, read_predictions  # noqa: F401 (both importable from here as before)
 from llara.io import check_replaceable, write_json, write_parquet
 from llara.metrics.ranking import target_ranks
 from llara.provenance import provenance
@@ -36,25 +36,6 @@ log = logging.getLogger("llara.evaluate")
 
 MODES = ("generate", "rank")
 SPLITS = ("test", "valid")
-
-PREDICTIONS = pa.schema([
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("mode", pa.string(), nullable=False),            # generate | rank
-    pa.field("candidate_set", pa.int32(), nullable=False),    # index into the row's candidate_sets
-    pa.field("row", pa.int64(), nullable=False),              # row index in the split's Parquet file
-    pa.field("user_id", pa.int64(), nullable=False),
-    pa.field("target", pa.int64(), nullable=False),
-    pa.field("candidates", pa.list_(pa.int64()), nullable=False),
-    pa.field("output", pa.string()),                           # generated text (generate mode; null in rank mode)
-    pa.field("predicted", pa.int64()),                         # the named / top-scored candidate, null if invalid
-    pa.field("valid", pa.bool_(), nullable=False),
-    pa.field("correct", pa.bool_(), nullable=False),
-    pa.field("valid_literal", pa.bool_(), nullable=False),     # the authors' literal substring rule
-    pa.field("correct_literal", pa.bool_(), nullable=False),
-    pa.field("n_named", pa.int32()),                           # candidates the output names (generate mode)
-    pa.field("target_rank", pa.int32()),                       # 0-based rank of the target (rank mode)
-    pa.field("scores", pa.list_(pa.float64())),                # candidate scores (rank mode)
-])
 
 
 def load_titles(items_path: str | Path) -> dict[int, str]:
@@ -293,15 +274,6 @@ def evaluate_llm(base_dir: str | Path, items_path: str | Path, split_paths: dict
                            max_rows=max_rows, first_line_only=first_line_only, chunk_rows=max(batch_size, rank_batch_size) * 4,
                            seed=seed, n_resamples=n_resamples, alpha=alpha, meta=meta, config=config, inputs=inputs,
                            progress=progress, train_seed=train_seed)
-
-
-def read_predictions(path: str | Path) -> pa.Table:
-    """Read a predictions.parquet and check its columns."""
-    t = pq.read_table(path)
-    missing = [f.name for f in PREDICTIONS if f.name not in t.schema.names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; expected {PREDICTIONS.names}")
-    return t.select(PREDICTIONS.names)
 
 
 def evaluate_from_settings(settings: dict[str, Any], *, base_dir: str | Path, items_path: str | Path,

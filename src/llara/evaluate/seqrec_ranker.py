@@ -3,7 +3,7 @@
 The seqrec stage's own metrics.json holds aggregate numbers only; pairing LLaRA with its backbone
 on the same rows and candidate sets needs per-row outcomes, so this scores every stored candidate
 set with the saved backbone (``llara.seqrec.load_model``) and writes rank-mode rows of
-``llara.evaluate.run.PREDICTIONS`` (+ a metrics.json in the evaluation layout) through
+``llara.evaluate.predictions.PREDICTIONS`` (+ a metrics.json in the evaluation layout) through
 ``llara.evaluate.ranker_output``. Seconds on CPU.
 """
 

@@ -52,7 +52,9 @@ def eval_settings(config: dict[str, Any], method: str, variant: str | None = Non
 
 def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | None = None,
                 variant: str | None = None, seed: int | None = None) -> dict[str, str]:
-    """Inputs of an LLM evaluation rule: base model folder, items, splits (+ the tuned model unless zero-shot).
+    """Inputs of an LLM evaluation rule: base model folder, items, splits (+ the tuned model unless zero-shot;
+    for ``llara`` also ``backbone_metrics``, the backbone's own metrics.json for the run's summary.md: the job
+    that writes the item embeddings, an input already, writes it too, so it adds no job).
 
     ``seed``: the training seed whose tuned model and backbone are evaluated (None: the only one).
     """
@@ -69,7 +71,20 @@ def eval_inputs(config: dict[str, Any], kind: str, dataset: str, seqrec: str | N
         d["adapter"] = f"{tuned}/adapter"
         d["projector"] = f"{tuned}/projector.safetensors"
         d["item_embeddings"] = f"{root}/seqrec/item_embeddings.parquet"
+        if kind == "llara":
+            d["backbone_metrics"] = f"{root}/seqrec/metrics.json"
     return d
+
+
+def backbone_inputs(config: dict[str, Any], dataset: str, seqrec: str) -> dict[str, str]:
+    """``{"backbone_seed<S>": the backbone's own metrics.json (seqrec stage) trained with seed S}`` in seed order:
+    the backbone row of a sweep's summary.md (rule aggregate_seeds). Each is written by the job that writes that
+    seed's item embeddings, upstream of the seed's evaluation already, so it adds no job."""
+    check_dataset(config, dataset)
+    if seqrec not in SEQREC:
+        raise ValueError(f"unknown backbone {seqrec!r}; expected one of {SEQREC}")
+    return {f"backbone_seed{s}": f"{train_root(config, dataset, seqrec, s)}/seqrec/metrics.json"
+            for s in train_seeds(config)}
 
 
 def seqrec_ranker_inputs(config: dict[str, Any], dataset: str, seqrec: str, seed: int | None = None) -> dict[str, str]:
