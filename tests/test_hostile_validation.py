@@ -10,32 +10,18 @@ hung deep inside a stage.
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO, run_snakemake
+from test_settings import _config  # the default config with a__b__c changes
 
 from llara.settings import MAX_DEPTH, MAX_VALUES, ConfigError, check_settings, schema, validate_config
 
-BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def _config(**changes) -> dict:
-    """The default config with changes keyed by ``a__b__c`` paths."""
-    c = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        *parents, leaf = key.split("__")
-        node = c
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    return c
 
 
 def _refused(config: dict, key: str) -> str:
@@ -265,7 +251,7 @@ class TestYamlAnchors:
         proc = _run_capped(code)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.startswith("REFUSED"), proc.stdout
-        assert f"config key tune.lora.target_modules" in proc.stdout
+        assert "config key tune.lora.target_modules" in proc.stdout
         assert f"expands to more than {MAX_VALUES} values (YAML anchors and aliases" in proc.stdout
         assert float(proc.stdout.split()[1]) < 5
 

@@ -11,12 +11,12 @@ sweep's summary is over seeds x sets.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llara.evaluate.aggregate import load_metrics
 from llara.io import atomic_path, check_replaceable
 
 REPORT_TABLE = "results/report/table.md"  # rule report's table (workflow/rules/report.smk)
@@ -132,21 +132,12 @@ def render_summary(metrics: Mapping[str, Any], metrics_path: str | Path,
     return "\n".join(lines) + "\n"
 
 
-def _load(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"metrics file {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def write_summary(metrics_path: str | Path, out_path: str | Path, backbone_paths: Sequence[str | Path] = (),
                   report_path: str | Path = REPORT_TABLE) -> str:
     """Render the summary of the metrics.json at ``metrics_path`` (with the backbone's seqrec metrics.json
     files ``backbone_paths``, one per training seed) and write it atomically to ``out_path``; returns the text."""
     check_replaceable(out_path)
-    text = render_summary(_load(metrics_path), metrics_path, [_load(p) for p in backbone_paths], report_path)
+    text = render_summary(load_metrics(metrics_path), metrics_path, [load_metrics(p) for p in backbone_paths], report_path)
     with atomic_path(out_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return text
