@@ -78,7 +78,7 @@ def test_folded_encoder_keeps_special_ids_and_lengths():
     class Enc:
         special_ids = [100, 101, 102, 103]
 
-        def training_batch(self, samples):
+        def training_batch(self, samples, encoded=None):
             ids = torch.tensor([[5, 70, 101, 99, 102]])
             return {"input_ids": ids, "labels": torch.tensor([[-100, -100, -100, 99, 70]])}
 

@@ -88,7 +88,7 @@ def test_gguf_member_is_a_plain_file_name(gguf):
     ({"seqrec__sasrec__n_heads": 3}, "seqrec.sasrec.n_heads"),
     ({"seqrec__overrides": {"lastfm": {"sasrec": {"hidden_size": 10, "n_heads": 4}}}}, "seqrec.overrides.lastfm.sasrec.n_heads"),
     ({"tune__micro_batch_size": 3}, "tune.effective_batch_size"),
-    ({"tune__overrides": {"steam": {"effective_batch_size": 10}}}, "tune.overrides.steam.effective_batch_size"),
+    ({"tune__overrides": {"steam": {"effective_batch_size": 10, "micro_batch_size": 4}}}, "tune.overrides.steam.effective_batch_size"),
     ({"tune__variants": {"v": {"micro_batch_size": 5}}}, "tune.variants.v.effective_batch_size"),
     ({"tune__min_lr": 1.0}, "tune.min_lr"),
     ({"data__n_candidates": 1000, "data__max_history": 700}, "data.n_candidates"),  # ML-100K: 1682 items

@@ -77,8 +77,11 @@ class FoldedEncoder:
     def __init__(self, enc, vocab: int):
         self.enc, self.vocab, self.first = enc, vocab, enc.special_ids[0]
 
-    def training_batch(self, samples):
-        b = self.enc.training_batch(samples)
+    def encode_training(self, samples):
+        return self.enc.encode_training(samples)
+
+    def training_batch(self, samples, encoded=None):
+        b = self.enc.training_batch(samples, encoded)
         ids = b["input_ids"]
         b["input_ids"] = ids.where(ids >= self.first, ids % self.vocab)
         lab = b["labels"]
@@ -117,6 +120,7 @@ def probe_one(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from llara.llm.batches import build_step
     from llara.llm.data import Schedule, load_item_embeddings, load_titles, load_train_rows
     from llara.llm.model import resolve_precision
     from llara.llm.prompts import PromptEncoder, load_templates
@@ -165,8 +169,8 @@ def probe_one(spec: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     steps = []
     for step in range(1, spec["steps"] + 1):
-        steps.append(train_step(engine, opt, folded, sched.step_samples(step), cfg.seed, step, spec["accum"],
-                                spec["micro"], 0, 1))
+        batches = build_step(folded, sched.step_samples(step), step, spec["micro"], 0, 1, pin=on_gpu)
+        steps.append(train_step(engine, opt, batches, cfg.seed, step, 0, 1))
     timed = steps[1:] or steps  # the first step warms up (kernels, allocator)
     tokens_per_s = float(np.median([s["tokens_per_s"] for s in timed]))
     if on_gpu:

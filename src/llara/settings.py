@@ -265,7 +265,7 @@ def _cross_checks(config: Mapping[str, Any]) -> None:
 
     for key, t in _tune_slices(config):
         mb, eff = t.get("micro_batch_size"), t.get("effective_batch_size")
-        if mb and eff and eff % mb:
+        if isinstance(mb, int) and mb and eff and eff % mb:
             raise ConfigError(f"{key}.effective_batch_size",
                               f"{eff} is not a multiple of micro_batch_size {mb}")
         lr = t.get("lr")

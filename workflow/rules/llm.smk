@@ -6,6 +6,8 @@
 # results/{dataset}/{seqrec}/seeds/{seed}/ (rules tune_seed, tune_variant_seed), on that seed's backbone.
 # GPUs: the tune job starts one DeepSpeed process per visible GPU (torch.distributed.run), one CPU
 # process (gloo) without GPU; request GPUs per rule in the profile (e.g. set-resources: tune:gpu=4).
+# Nodes: the `nodes` resource (default 1; the SLURM plugin makes it sbatch --nodes) is passed on as
+# --nnodes: the tune job then starts one torch.distributed.run agent per node with srun (docs/clusters.md).
 from llara.llm import workflow as llmwf
 
 
@@ -62,6 +64,8 @@ rule tune:
     wildcard_constraints:
         seqrec="|".join(llmwf.SEQREC),
     threads: 2
+    resources:
+        nodes=1,  # nodes of the tuning job (profile: set-resources: tune: nodes: N), passed as --nnodes
     conda:
         ENV
     script:
@@ -85,6 +89,8 @@ rule tune_variant:
     wildcard_constraints:
         seqrec="|".join(llmwf.SEQREC),
     threads: 2
+    resources:
+        nodes=1,  # nodes of the tuning job (profile: set-resources: tune: nodes: N), passed as --nnodes
     conda:
         ENV
     script:

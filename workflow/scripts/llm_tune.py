@@ -18,5 +18,6 @@ rc = main(["--config-json", json.dumps(dict(p.settings)), "--base", i.base, "--i
            "--train", i.train, "--embeddings", i.embeddings, "--templates", i.templates,
            "--valid", i.valid,
            "--out-dir", str(Path(o.projector).parent), "--ckpt-dir", p.ckpt_dir,
-           "--threads", str(snakemake.threads)])  # noqa: F821
+           "--threads", str(snakemake.threads),  # noqa: F821
+           "--nnodes", str(getattr(snakemake.resources, "nodes", 1))])  # noqa: F821 (resource `nodes`, default 1)
 sys.exit(rc)

@@ -41,8 +41,12 @@ def resolve_precision(precision: str, on_gpu: bool) -> str:
     return "bf16" if native else "fp32"
 
 
-def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32", device: str = "cpu"):
-    """(tokenizer, model) from a Hugging Face folder; fails naming the folder when it is not one."""
+def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32", device: str = "cpu",
+              attn_implementation: str = "sdpa"):
+    """(tokenizer, model) from a Hugging Face folder; fails naming the folder when it is not one.
+
+    Attention is PyTorch's ``scaled_dot_product_attention`` (``sdpa``), named explicitly: its fused CPU
+    (flash) and CUDA kernels; ``eager`` is the reference."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llara.llm.base import check_model_dir
@@ -50,7 +54,8 @@ def load_base(base_dir: str | os.PathLike, dtype: str | torch.dtype = "float32",
     base_dir = check_model_dir(base_dir, key="base model (resources/llm/{name})")
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     # loaded straight onto ``device`` in ``dtype`` (no full-size copy in host memory or in fp32)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=resolve_dtype(dtype), device_map=device)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=resolve_dtype(dtype), device_map=device,
+                                                 attn_implementation=attn_implementation)
     if getattr(model.config, "quantization_config", None) is not None:
         raise ValueError(f"{base_dir}: the model is marked quantized ({model.config.quantization_config}); "
                          f"rebuild it as a plain model (llara.llm.base.convert_gguf)")

@@ -27,8 +27,8 @@ class GroupFreezingAdam(torch.optim.Adam):
 
 
 class StepStats:
-    """Counters of one optimizer step, kept on the training device (one host read per step): the mean of the
-    micro-batch losses, tokens, answer tokens, and the diagnostics of ``LlaraLM.last_stats`` split by prompt
+    """Counters of one optimizer step, kept on the training device (one host read per step): the loss summed
+    over answer tokens, tokens, answer tokens, and the diagnostics of ``LlaraLM.last_stats`` split by prompt
     representation (text-only samples against the others)."""
 
     FIELDS = ("loss_sum", "micro", "tokens", "answer_tokens", "loss_hybrid_sum", "tokens_hybrid", "loss_text_sum",
@@ -42,7 +42,7 @@ class StepStats:
         """Accumulate one micro-batch; ``loss``, ``n_answer``, ``diag`` (``LlaraLM.last_stats``) and ``is_text``
         (bool per row) stay on the device (no sync)."""
         v = self.values
-        v[0] += loss.detach().to(torch.float64)
+        v[0] += loss.detach().to(torch.float64) * n_answer.detach().to(torch.float64)  # mean -> sum
         v[1] += 1.0
         v[2] += float(n_tokens)
         v[3] += n_answer.detach().to(torch.float64)
@@ -68,7 +68,7 @@ class StepStats:
         return self.values
 
     def row(self) -> dict[str, float | None]:
-        """loss (mean over micro-batches), tokens, answer_tokens, loss_hybrid / loss_text (mean per answer token of
+        """loss (mean over the step's answer tokens: what the step optimises), tokens, answer_tokens, loss_hybrid / loss_text (mean per answer token of
         the non-text / text samples; None without such samples), first_token_loss (mean over samples) and
         inject_norm (mean L2 norm of the injected vectors; None without any): the one host read of the step."""
         d = dict(zip(self.FIELDS, self.values.tolist()))
@@ -76,7 +76,7 @@ class StepStats:
         def ratio(num: str, den: str) -> float | None:
             return d[num] / d[den] if d[den] > 0 else None
 
-        return {"loss": d["loss_sum"] / max(d["micro"], 1.0), "tokens": d["tokens"],
+        return {"loss": d["loss_sum"] / max(d["answer_tokens"], 1.0), "tokens": d["tokens"],
                 "answer_tokens": d["answer_tokens"], "loss_hybrid": ratio("loss_hybrid_sum", "tokens_hybrid"),
                 "loss_text": ratio("loss_text_sum", "tokens_text"), "first_token_loss": ratio("first_loss_sum", "first_n"),
                 "inject_norm": ratio("inject_norm_sum", "inject_n")}

@@ -362,15 +362,22 @@ class PromptEncoder:
                 mask[i, :len(s)] = 1
         return ids, mask
 
-    def training_batch(self, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """Batch of training samples (dicts: history, candidates, target, representation, template).
-
-        Right-padded; labels -100 everywhere except the answer tokens.
-        """
+    def encode_training(self, samples: Sequence[dict]) -> tuple[list[list[int]], list[int]]:
+        """Token ids of training samples (dicts: history, candidates, target, representation, template) and,
+        per sample, the number of prompt tokens (:meth:`encode_with_answers`)."""
         prompts = [self.prompt_text(s["history"], s["candidates"], s["representation"], s.get("template", 0))
                    for s in samples]
         answers = [self.answer_text(s["target"]) for s in samples]
-        seqs, n_prompt = self.encode_with_answers(prompts, answers)
+        return self.encode_with_answers(prompts, answers)
+
+    def training_batch(self, samples: Sequence[dict], encoded: tuple[list[list[int]], list[int]] | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """Batch of training samples (dicts: history, candidates, target, representation, template).
+
+        Right-padded; labels -100 everywhere except the answer tokens. ``encoded``: the samples'
+        :meth:`encode_training` result when already computed.
+        """
+        seqs, n_prompt = encoded if encoded is not None else self.encode_training(samples)
         input_ids, attn = self.pad(seqs, "right")
         labels = input_ids.clone()
         pos = torch.arange(input_ids.shape[1])[None, :]

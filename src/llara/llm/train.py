@@ -8,10 +8,16 @@ CLI (no Snakemake needed)::
         --embeddings results/lastfm/sasrec/seqrec/item_embeddings.parquet \\
         --out-dir results/lastfm/sasrec/llara --ckpt-dir results/lastfm/sasrec/llara_ckpt
 
-Launching: DeepSpeed is the one training path. Without a launcher (no ``RANK`` in the environment)
-the command starts itself: one process on CPU (``DS_ACCELERATOR=cpu``, gloo) or on one GPU, and
-``torch.distributed.run`` with one process per GPU when there are several (``--nproc`` overrides).
-Under ``torchrun``/``deepspeed`` it just runs as the given rank.
+Launching (``llara.llm.launch``): DeepSpeed is the one training path. Without a launcher (no ``RANK`` in
+the environment) the command starts itself: one process on CPU (``DS_ACCELERATOR=cpu``, gloo) or on one
+GPU, ``torch.distributed.run`` with one process per GPU when there are several (``--nproc`` overrides), and
+across nodes (``--nnodes``; under SLURM ``srun`` + torchrun's c10d rendezvous). Under
+``torchrun``/``deepspeed`` it just runs as the given rank.
+
+The loop (``llara.llm.batches``): each step's samples are tokenised once, grouped by length into
+micro-batches and prefetched by a background thread; the loss is the mean over the step's answer tokens, so
+the micro-batch size (``auto`` picks it) does not change the updates. LoRA dropout draws four variates per
+random number on CPU (``llara.llm.dropout``).
 
 Resume: every ``checkpoint_every`` steps a DeepSpeed checkpoint (trainable parameters, optimizer and
 scheduler states, the log so far) is written to ``--ckpt-dir`` (a kept location outside the rule's
@@ -31,14 +37,13 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llara.llm.launch import _cuda_count, add_launch_arguments, check_launch, launch_if_needed
 from llara.llm.probe import PROBE_COLUMNS
 
 log = logging.getLogger("llara.llm.train")
@@ -47,7 +52,9 @@ LOG_COLUMNS = ["step", "loss", "lr", "hybrid_share", "tokens_per_s", "epoch", "t
                # diagnostics (docs/interfaces.md): loss per answer token of the non-text / text samples, loss of the
                # first answer token, gradient L2 norms before the update, mean injected-vector / token-embedding norms
                "loss_hybrid", "loss_text", "first_token_loss", "grad_norm_lora", "grad_norm_projector",
-               "inject_norm", "token_emb_norm"]
+               "inject_norm", "token_emb_norm",
+               # rank 0's real / padded tokens (length-grouped micro-batches, llara.llm.batches)
+               "pad_ratio"]
 
 
 @dataclass
@@ -75,7 +82,7 @@ class TuneConfig:
     max_train_samples: int | None = 384
     epochs: int = 1
     max_steps: int | None = None
-    micro_batch_size: int = 4
+    micro_batch_size: int | str = "auto"  # or a number (auto_micro_batch)
     effective_batch_size: int = 16
     lr: float = 7e-4
     projector_lr: float | None = None     # the projector's peak lr (same schedule); None: lr, as the authors
@@ -164,6 +171,8 @@ def load_deepspeed_config(path: str | os.PathLike) -> dict[str, Any]:
 
 def build_ds_config(base: dict[str, Any], cfg: TuneConfig, world: int) -> dict[str, Any]:
     """The DeepSpeed config of this run: the file's settings + batch sizes and precision from the tune config."""
+    if not isinstance(cfg.micro_batch_size, int):
+        raise ValueError(f"tune.micro_batch_size={cfg.micro_batch_size!r}: resolve 'auto' (auto_micro_batch) first")
     per_step = cfg.micro_batch_size * world
     if cfg.effective_batch_size % per_step:
         raise ValueError(f"tune.effective_batch_size={cfg.effective_batch_size} is not a multiple of "
@@ -235,12 +244,6 @@ def fingerprint(cfg: TuneConfig, paths: TunePaths) -> str:
 # launching
 # ---------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stale_build_locks(max_age_s: float = 600.0) -> list[tuple[Path, float]]:
     """(lock file, age in s) of torch extension builds (DeepSpeed JIT-builds its ops there on first use,
     ~1.5 min) older than ``max_age_s``: left by a build that was killed, they make every later run wait forever."""
@@ -256,31 +259,6 @@ def stale_build_locks(max_age_s: float = 600.0) -> list[tuple[Path, float]]:
         if age > max_age_s:
             stale.append((p, age))
     return stale
-
-
-def _cuda_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def launch_if_needed(argv: list[str], nproc: int | None) -> int | None:
-    """Outside a launcher: re-exec under torch.distributed.run when more than one process is wanted
-    (returns its exit code), else set the single-process env vars and return None (run in-process)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return None
-    n_gpu = _cuda_count()
-    if n_gpu == 0:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    n = nproc or max(1, n_gpu)
-    if n > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "llara.llm.train", *argv]
-        log.info("launching %d processes: %s", n, " ".join(cmd))
-        return subprocess.run(cmd).returncode
-    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"})
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +290,7 @@ def build_module(base, cfg: TuneConfig, item_table, special_first_id: int):
     import numpy as np
     import torch
 
+    from llara.llm.dropout import pack_lora_dropout
     from llara.llm.model import LlaraLM, add_lora, init_projector
 
     if cfg.gradient_checkpointing:
@@ -319,9 +298,31 @@ def build_module(base, cfg: TuneConfig, item_table, special_first_id: int):
         base.config.use_cache = False
     torch.manual_seed(cfg.seed)
     lm = add_lora(base, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    pack_lora_dropout(lm)  # CPU: 4 dropout variates per random draw (llara.llm.dropout), CUDA: unchanged
     projector = init_projector(item_table.shape[1], base.get_input_embeddings(), cfg.seed, cfg.projector_scale)
     table = torch.from_numpy(item_table) if isinstance(item_table, np.ndarray) else item_table
     return LlaraLM(lm, projector, table, special_first_id)
+
+
+def auto_micro_batch(module, enc, sched, cfg: TuneConfig, world: int, on_gpu: bool, local_rank: int = 0) -> int:
+    """``micro_batch_size: auto``: on a CPU the largest of 8, 4, 2, 1 dividing the per-process batch (8 measured
+    fastest per token on 2 cores; at most 4 under 16 GiB of RAM); on a GPU the largest power of two whose forward + backward over the first
+    steps' longest prompt stays under 85% of the card (``llara.llm.batches.gpu_fits``). Every rank probes
+    its own card; the smallest choice wins, so all ranks agree."""
+    from llara.llm.batches import choose_micro_batch, cpu_micro_batch_cap, gpu_fits
+
+    if not on_gpu:
+        return choose_micro_batch(cfg.effective_batch_size, world, lambda m: True, cap=cpu_micro_batch_cap())
+    import torch
+    import torch.distributed as dist
+
+    samples = [s for step in range(1, min(sched.total_steps, 4) + 1) for s in sched.step_samples(step)]
+    mb = choose_micro_batch(cfg.effective_batch_size, world, gpu_fits(module, enc, samples, f"cuda:{local_rank}"))
+    if world > 1:
+        t = torch.tensor([mb], device=f"cuda:{local_rank}")
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        mb = int(t.item())
+    return mb
 
 
 def build_engine(module, cfg: TuneConfig, ds_cfg: dict[str, Any], total_steps: int):
@@ -352,11 +353,14 @@ def build_engine(module, cfg: TuneConfig, ds_cfg: dict[str, Any], total_steps: i
     return engine, opt
 
 
-def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accum: int, micro: int, rank: int,
-               world: int) -> dict[str, Any]:
-    """One optimizer step over ``samples`` (the whole step's, every rank's): this rank's micro-batches,
-    forward/backward/step under DeepSpeed, counters kept on the device and read once. Returns the log row
-    fields (loss, lr, hybrid_share, tokens_per_s, tokens, answer_tokens, step_s and the diagnostics loss_hybrid,
+def train_step(engine, opt, batches, seed: int, step: int, rank: int, world: int) -> dict[str, Any]:
+    """One optimizer step over ``batches`` (:class:`llara.llm.batches.StepBatches`: this rank's ready
+    micro-batches): forward/backward/step under DeepSpeed, counters kept on the device and read once.
+
+    The loss is the mean over the answer tokens of the whole step (every micro-batch of every rank): each
+    micro-batch's backward gets its answer-token loss sum over the step's answer tokens, times the
+    accumulation steps and processes that DeepSpeed divides by. Returns the log row fields (loss, lr,
+    hybrid_share, tokens_per_s, tokens, answer_tokens, step_s, pad_ratio and the diagnostics loss_hybrid,
     loss_text, first_token_loss, grad_norm_lora, grad_norm_projector, inject_norm)."""
     import numpy as np
     import torch
@@ -365,20 +369,20 @@ def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accu
 
     t0 = time.perf_counter()
     lr_now = engine.get_lr()[0]
+    samples = batches.samples
     # every rank sees the whole step's samples, so all agree on whether the projector is used
     opt.param_groups[1]["frozen"] = all(s["representation"] == "text" for s in samples)
     dev = engine.device
     stats = StepStats(dev)
     norms = (None, None)
-    for m in range(accum):
-        off = (m * world + rank) * micro
-        part = samples[off:off + micro]
-        batch = enc.training_batch(part)
+    accum = len(batches.micro)
+    factor = accum * world / max(batches.answer_tokens, 1)
+    for m, (batch, part) in enumerate(zip(batches.micro, batches.micro_samples)):
         n_tokens = int(batch["attention_mask"].sum())
         torch.manual_seed(_micro_seed(seed, step, m, rank))
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         loss, n_ans = engine(**batch)
-        engine.backward(loss)
+        engine.backward(loss * (n_ans * factor))
         if m == accum - 1:  # the step's accumulated gradients, before the update
             norms = grad_norms(engine.module)
         engine.step()
@@ -391,10 +395,11 @@ def train_step(engine, opt, enc, samples: list[dict], seed: int, step: int, accu
     def r6(x: float | None) -> float | None:
         return None if x is None else round(x, 6)
 
-    return {"loss": round(totals["loss"], 6), "lr": lr_now,
+    return {"loss": r6(totals["loss"]), "lr": lr_now,
             "hybrid_share": round(float(np.mean([s["hybrid"] for s in samples])), 6),
             "tokens_per_s": round(totals["tokens"] / dt, 2), "tokens": int(totals["tokens"]),
             "answer_tokens": int(totals["answer_tokens"]), "step_s": round(dt, 3),
+            "pad_ratio": round(batches.real_tokens / max(batches.padded_tokens, 1), 4),
             "loss_hybrid": r6(totals["loss_hybrid"]), "loss_text": r6(totals["loss_text"]),
             "first_token_loss": r6(totals["first_token_loss"]), "grad_norm_lora": r6(norms[0]),
             "grad_norm_projector": r6(norms[1]), "inject_norm": r6(totals["inject_norm"])}
@@ -455,9 +460,6 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
     rank, world = dist.get_rank(), dist.get_world_size()
     if threads:
         torch.set_num_threads(max(1, threads // (1 if on_gpu else world)))
-    ds_cfg = build_ds_config(prep.ds_base, cfg, world)
-    accum = ds_cfg["gradient_accumulation_steps"]
-    mb = cfg.micro_batch_size
 
     # frozen base weights in the training precision (DeepSpeed would cast them anyway): half the RAM
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -470,6 +472,12 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
     sched = Schedule(prep.rows, len(prep.titles), cfg.seed, cfg.epochs, cfg.effective_batch_size,
                      cfg.n_candidates, len(prep.templates), cfg.curriculum, cfg.representation, cfg.max_steps)
     T = sched.total_steps
+    if cfg.micro_batch_size == "auto":
+        cfg = dataclasses.replace(cfg, micro_batch_size=auto_micro_batch(module, enc, sched, cfg, world, on_gpu,
+                                                                         local_rank))
+    ds_cfg = build_ds_config(prep.ds_base, cfg, world)
+    accum = ds_cfg["gradient_accumulation_steps"]
+    mb = cfg.micro_batch_size
     n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)  # before ZeRO partitions them
     engine, opt = build_engine(module, cfg, ds_cfg, T)
 
@@ -519,13 +527,17 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
     if probing and start == 0:
         probe(0)
 
+    from llara.llm.batches import Prefetcher, build_step
+
     kill_at = int(os.environ.get("LLARA_TEST_KILL_AT_STEP", "0"))  # fault injection for the resume test
     bar = tqdm(total=T, initial=start, desc="tune", disable=rank != 0, file=sys.stderr, mininterval=5)
+    # the next steps' micro-batches are tokenised and grouped by length in a background thread
+    prefetch = Prefetcher(lambda s: build_step(enc, sched.step_samples(s), s, mb, rank, world, pin=on_gpu),
+                          range(start + 1, T + 1))
     engine.train()
     for step in range(start + 1, T + 1):
-        samples = sched.step_samples(step)
         row = {"step": step, "epoch": (step - 1) // sched.steps_per_epoch,
-               **train_step(engine, opt, enc, samples, cfg.seed, step, accum, mb, rank, world),
+               **train_step(engine, opt, prefetch.get(step), cfg.seed, step, rank, world),
                "token_emb_norm": token_norm}
         log_rows.append(row)
         if probing and (step % cfg.probe_every == 0 or step == T):
@@ -547,9 +559,11 @@ def train(cfg: TuneConfig, paths: TunePaths, threads: int | None = None,
                     shutil.rmtree(old, ignore_errors=True)
             if kill_at and step >= kill_at:
                 bar.close()
+                prefetch.close()
                 log.warning("LLARA_TEST_KILL_AT_STEP=%d: exiting abruptly after the checkpoint", kill_at)
                 os._exit(137)
     bar.close()
+    prefetch.close()
 
     # ---- outputs: fp32 master weights of the trainable parameters ----
     full = {}
@@ -649,7 +663,8 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--out-dir", required=True, help="writes adapter/, projector.safetensors, train_log.csv")
     ap.add_argument("--ckpt-dir", required=True, help="kept checkpoint folder (resume)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (split across CPU processes)")
-    ap.add_argument("--nproc", type=int, default=None, help="processes (default: number of GPUs, 1 on CPU)")
+    ap.add_argument("--nproc", type=int, default=None, help="processes per node (default: number of GPUs, 1 on CPU)")
+    add_launch_arguments(ap)  # --nnodes, --rdzv-endpoint, --node-rank (llara.llm.launch)
     ap.add_argument("--final-logits", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--log", default=None, help="also log to this file")
     ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -667,11 +682,14 @@ def _main(argv: list[str]) -> int:
     cfg = TuneConfig.from_dict(tune_settings)
     paths = TunePaths(base=args.base, items=args.items, train=args.train, embeddings=args.embeddings,
                       out_dir=args.out_dir, ckpt_dir=args.ckpt_dir, templates=args.templates, valid=args.valid)
-    with input_errors():  # its checks raise ValueError naming the file or key
+    launching = "RANK" not in os.environ  # under a launcher the launch options were used already
+    with input_errors():  # its checks raise ValueError naming the file, key or option
+        nnodes = (check_launch(args.nnodes, args.nproc, args.node_rank, args.rdzv_endpoint, os.environ)
+                  if launching else 1)
         preflight(cfg, paths)  # fail on bad input before any launcher or model
-    if "RANK" not in os.environ:
+    if launching:
         child = [a for a in argv]
-        rc = launch_if_needed(child, args.nproc)
+        rc = launch_if_needed(child, args.nproc, nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
         if rc is not None:
             return rc
     train(cfg, paths, threads=args.threads, final_logits_path=args.final_logits)
