@@ -1,7 +1,12 @@
-"""LLaRA tuning speed and memory: tokens/s and peak RSS per step, fp32 vs bf16, plain loop vs DeepSpeed ZeRO-2.
+"""LLaRA tuning speed and memory per lever: tokens/s and peak RSS per step, fp32 vs bf16, plain loop vs DeepSpeed
+ZeRO-2, torch's dropout vs the packed CPU dropout of the tune loop (llara.llm.dropout).
 
     .venv/bin/python benchmarks/tune_speed.py [--base resources/llm/smollm2-135m-instruct]
         [--data results/lastfm/data] [--batch 4] [--tokens 256] [--steps 3] [--threads 2]
+        [--configs plain:bf16:torch,plain:bf16:packed,zero2:bf16:packed]
+
+A config is mode:precision[:dropout] (dropout torch by default). The whole tune loop before/after a change:
+benchmarks/tune_loop.py.
 
 Each configuration runs in its own process (so peak RSS is its own). A step is one forward + backward +
 optimizer step of ``batch`` real LLaRA hybrid prompts cut to ``tokens`` tokens (loss on the last 8).
@@ -62,6 +67,10 @@ def one(args) -> dict:
     sched = Schedule(rows, len(titles), 0, 1, args.batch, 40, 3, "hybrid_only", "hybrid")  # long enough to cut
     torch.manual_seed(0)
     lm = add_lora(base)
+    if args.dropout == "packed":
+        from llara.llm.dropout import pack_lora_dropout
+
+        pack_lora_dropout(lm)
     module = LlaraLM(lm, init_projector(table.shape[1], base.get_input_embeddings(), 0), table, enc.special_ids[0])
     n_decoder = sum(p.numel() for n, p in base.named_parameters() if ".layers." in n and "lora_" not in n)
 
@@ -114,7 +123,7 @@ def one(args) -> dict:
     step_s = sorted(times)[len(times) // 2]
     gflops = matmul_gflops(torch.bfloat16 if args.precision == "bf16" else torch.float32, args.threads)
     floor_s = 6 * n_decoder * tokens / (gflops * 1e9)
-    return {"mode": args.mode, "precision": args.precision, "step_s": round(step_s, 2),
+    return {"mode": args.mode, "precision": args.precision, "dropout": args.dropout, "batch": args.batch, "step_s": round(step_s, 2),
             "tokens_per_s": round(tokens / step_s, 1), "peak_rss_gib": round(resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2), "matmul_gflops": round(gflops, 1),
             "floor_s": round(floor_s, 2), "x_floor": round(step_s / floor_s, 1), "steps": len(times)}
@@ -134,14 +143,15 @@ def main() -> int:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="plain")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--dropout", default="torch", choices=["torch", "packed"])
     args = ap.parse_args()
     if args.one:
         print("RESULT " + json.dumps(one(args)), flush=True)
         return 0
     rows = []
     for spec in args.configs.split(","):
-        mode, prec = spec.split(":")
-        cmd = [sys.executable, __file__, "--one", "--mode", mode, "--precision", prec] + [
+        mode, prec, drop = (spec.split(":") + ["torch"])[:3]
+        cmd = [sys.executable, __file__, "--one", "--mode", mode, "--precision", prec, "--dropout", drop] + [
             x for k in ("base", "data", "dataset", "batch", "tokens", "steps", "threads")
             for x in (f"--{k}", str(getattr(args, k)))] + (["--embeddings", args.embeddings] if args.embeddings else [])
         res = subprocess.run(cmd, capture_output=True, text=True, env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ,
@@ -153,7 +163,7 @@ def main() -> int:
         rows.append(json.loads(line[0][7:]))
         print(f"done {spec}: {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\n{args.batch} x {args.tokens} tokens per step, {args.threads} threads, base {Path(args.base).name}\n")
-    cols = ["mode", "precision", "step_s", "tokens_per_s", "peak_rss_gib", "matmul_gflops", "floor_s", "x_floor"]
+    cols = ["mode", "precision", "dropout", "batch", "step_s", "tokens_per_s", "peak_rss_gib", "matmul_gflops", "floor_s", "x_floor"]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))
     for r in rows:

@@ -1,8 +1,10 @@
 """The model side of evaluation: anything with ``generate(rows)`` and ``score(rows)``.
 
 :class:`LlaraEngine` wraps ``llara.llm.inference`` (``load_llara`` / ``generate`` /
-``score_candidates``); tests use a fake engine with the same two methods, so the metric and
-orchestration code is exercised without an LLM.
+``score_candidates`` / ``generate_and_score``); tests use a fake engine with the same two methods, so the
+metric and orchestration code is exercised without an LLM. An engine may also offer
+``generate_and_score(rows) -> (answers, scores)``: both modes from one prompt forward (evaluation uses it
+when both modes run), with ``last_seconds`` ``{"generate": s, "rank": s}`` splitting the call's time.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class LlaraEngine:
     rank_batch_size: int = 4
     max_new_tokens: int = 32
     device: str = field(default="cpu")
+    last_seconds: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, base_dir: str | Path, items_path: str | Path, item_embeddings_path: str | Path | None = None,
@@ -64,6 +67,20 @@ class LlaraEngine:
 
         return np.asarray(inference.score_candidates(self.model, rows, representation=self.representation,
                                                      batch_size=self.rank_batch_size), dtype=np.float64)
+
+    def generate_and_score(self, rows: list[dict]) -> tuple[list[str], np.ndarray]:
+        """``(generate(rows), score(rows))`` from one prompt forward per batch of ``batch_size`` rows.
+
+        Sets ``last_seconds``: the call's time per mode, the shared prompt forward split evenly."""
+        from llara.llm import inference
+
+        t: dict[str, float] = {}
+        outs, scores = inference.generate_and_score(self.model, rows, representation=self.representation,
+                                                    batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                                                    timing=t)
+        half = t.get("prefill", 0.0) / 2
+        self.last_seconds = {"generate": half + t.get("decode", 0.0), "rank": half + t.get("score", 0.0)}
+        return list(outs), np.asarray(scores, dtype=np.float64)
 
 
 def _model_device(model: Any) -> str:

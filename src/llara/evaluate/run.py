@@ -89,7 +89,9 @@ def evaluate_split(engine: Engine, table: pa.Table, titles: dict[int, str], spli
     """Run each mode on the first ``k`` candidate sets of one split.
 
     Returns ``(predictions, blocks, timing)``: the predictions rows, ``{mode: metrics block}`` and
-    ``{mode: {"rows", "seconds", "rows_per_s"}}`` (rows = model calls, i.e. rows x sets).
+    ``{mode: {"rows", "seconds", "rows_per_s"}}`` (rows = model calls, i.e. rows x sets). When both modes
+    run and the engine has ``generate_and_score``, each chunk's prompts are run once for both modes; the
+    call's time is split between the modes as the engine reports it (``last_seconds``; else evenly).
     """
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -104,22 +106,59 @@ def evaluate_split(engine: Engine, table: pa.Table, titles: dict[int, str], spli
     pieces: list[pa.Table] = []
     blocks: dict[str, dict] = {}
     timing: dict[str, dict] = {}
+    chunks = _chunks(n, chunk_rows)
+    seconds = {mode: 0.0 for mode in modes}
+    outputs_of: dict[int, list[str]] = {}        # candidate set -> generated answers
+    scores_of: dict[int, np.ndarray] = {}        # candidate set -> candidate scores
+
+    def check_generated(got, sl):
+        if len(got) != sl.stop - sl.start:
+            raise RuntimeError(f"generate returned {len(got)} outputs for {sl.stop - sl.start} rows")
+
+    def check_scores(sc, sl, cands):
+        if sc.shape != (sl.stop - sl.start, len(cands[sl.start])):
+            raise RuntimeError(f"score returned shape {sc.shape} for {sl.stop - sl.start} rows x {len(cands[sl.start])} candidates")
+
+    def rows_of(s):
+        cands = [cs[s] for cs in cand_sets]
+        return cands, [{"history": h, "candidates": c} for h, c in zip(histories, cands)]
+
+    shared = "generate" in modes and "rank" in modes and callable(getattr(engine, "generate_and_score", None))
+    if shared:
+        for s in range(k):
+            cands, rows = rows_of(s)
+            outputs: list[str] = []
+            scores = []
+            for sl in _progress(chunks, f"{split} generate+rank set {s}", len(chunks), progress):
+                t0 = time.perf_counter()
+                got, sc = engine.generate_and_score(rows[sl])
+                dt = time.perf_counter() - t0
+                sc = np.asarray(sc, dtype=np.float64)
+                check_generated(got, sl)
+                check_scores(sc, sl, cands)
+                outputs.extend(got)
+                scores.append(sc)
+                split_s = getattr(engine, "last_seconds", None) or {}
+                g, r = float(split_s.get("generate", 0.0)), float(split_s.get("rank", 0.0))
+                share = g / (g + r) if g + r > 0 else 0.5
+                seconds["generate"] += dt * share
+                seconds["rank"] += dt * (1 - share)
+            outputs_of[s], scores_of[s] = outputs, np.concatenate(scores)
     for mode in modes:
         per_set = []
-        seconds = 0.0
         for s in range(k):
-            cands = [cs[s] for cs in cand_sets]
-            rows = [{"history": h, "candidates": c} for h, c in zip(histories, cands)]
-            chunks = _chunks(n, chunk_rows)
-            t0 = time.perf_counter()
+            cands, rows = rows_of(s)
             if mode == "generate":
-                outputs: list[str] = []
-                for sl in _progress(chunks, f"{split} generate set {s}", len(chunks), progress):
-                    got = engine.generate(rows[sl])
-                    if len(got) != sl.stop - sl.start:
-                        raise RuntimeError(f"generate returned {len(got)} outputs for {sl.stop - sl.start} rows")
-                    outputs.extend(got)
-                seconds += time.perf_counter() - t0
+                if s in outputs_of:
+                    outputs = outputs_of[s]
+                else:
+                    t0 = time.perf_counter()
+                    outputs = []
+                    for sl in _progress(chunks, f"{split} generate set {s}", len(chunks), progress):
+                        got = engine.generate(rows[sl])
+                        check_generated(got, sl)
+                        outputs.extend(got)
+                    seconds[mode] += time.perf_counter() - t0
                 o = score_outputs(outputs, cands, targets, titles, first_line_only=first_line_only)
                 per_set.append(o)
                 pieces.append(pa.table({
@@ -132,14 +171,17 @@ def evaluate_split(engine: Engine, table: pa.Table, titles: dict[int, str], spli
                 }, schema=PREDICTIONS))
                 log.info("%s generate set %d: valid %d/%d, correct %d", split, s, int(o.valid.sum()), n, int(o.correct.sum()))
             else:
-                scores = []
-                for sl in _progress(chunks, f"{split} rank set {s}", len(chunks), progress):
-                    sc = np.asarray(engine.score(rows[sl]), dtype=np.float64)
-                    if sc.shape != (sl.stop - sl.start, len(cands[sl.start])):
-                        raise RuntimeError(f"score returned shape {sc.shape} for {sl.stop - sl.start} rows x {len(cands[sl.start])} candidates")
-                    scores.append(sc)
-                seconds += time.perf_counter() - t0
-                sc = np.concatenate(scores)
+                if s in scores_of:
+                    sc = scores_of[s]
+                else:
+                    t0 = time.perf_counter()
+                    scores = []
+                    for sl in _progress(chunks, f"{split} rank set {s}", len(chunks), progress):
+                        got_sc = np.asarray(engine.score(rows[sl]), dtype=np.float64)
+                        check_scores(got_sc, sl, cands)
+                        scores.append(got_sc)
+                    seconds[mode] += time.perf_counter() - t0
+                    sc = np.concatenate(scores)
                 if not np.all(np.isfinite(sc)):
                     raise RuntimeError(f"{split} rank set {s}: the model returned non-finite candidate scores")
                 cand_arr = np.asarray(cands, dtype=np.int64)
@@ -164,7 +206,8 @@ def evaluate_split(engine: Engine, table: pa.Table, titles: dict[int, str], spli
                                           col("correct_literal"), col("n_named"), **stats)
         else:
             blocks[mode] = rank_block(np.stack(per_set, axis=1), list(range(k)), **stats)
-        timing[mode] = {"rows": n * k, "seconds": round(seconds, 3), "rows_per_s": round(n * k / max(seconds, 1e-9), 4)}
+        timing[mode] = {"rows": n * k, "seconds": round(seconds[mode], 3),
+                        "rows_per_s": round(n * k / max(seconds[mode], 1e-9), 4)}
         blocks[mode]["rows_per_s"] = timing[mode]["rows_per_s"]
     return pa.concat_tables(pieces), blocks, timing
 

@@ -9,6 +9,8 @@ Stable signatures (used by ``llara.evaluate``)::
              template=0, progress=False) -> list[str]
     score_candidates(llara_model, rows, representation="hybrid", batch_size=4, *,
                      template=0, progress=False) -> np.ndarray          # float64 [len(rows), n_candidates]
+    generate_and_score(llara_model, rows, representation="hybrid", batch_size=8, max_new_tokens=32, *,
+                       template=0, progress=False, timing=None) -> (list[str], np.ndarray)
 
 ``rows`` is a sequence of dicts (or anything with ``["history"]`` and ``["candidates"]``): item-id lists of
 items.parquet (history oldest first). All rows of one ``score_candidates`` call must have the same number
@@ -20,18 +22,28 @@ of candidates.
   (there are no special tokens), instruct models get their chat template (``prompt_format``
   ``auto``); ``representation`` is ignored (``plain``).
 - ``generate`` is greedy, batched with left padding, and returns the first line of the answer, stripped
-  (LLaRA's post-processing); ``inputs_embeds`` go through the same vectorised injection as training.
+  (LLaRA's post-processing); ``inputs_embeds`` go through the same vectorised injection as training. Its own
+  decoding loop gives Hugging Face ``generate``'s greedy output (stop tokens: eos and every token holding a
+  newline) without HF's full-vocabulary logits over the whole prompt, and drops finished rows from the batch.
 - ``score_candidates`` returns the log-likelihood (sum of token log-probs) of each candidate's answer text
   (the exact training answer: ``" " + title + "\\n"`` raw; chat ``title + eos``, or ``" " + title + eos`` when the
-  model was tuned with ``answer_format: spaced``) after the prompt. The
-  prompt is run once per row and its KV cache expanded over the candidates; equal to naive per-candidate
-  scoring (:func:`score_candidates_naive`) up to float rounding.
+  model was tuned with ``answer_format: spaced``) after the prompt. The prompts of a batch are run once; all
+  candidates of a row are then packed after its prompt and run in one forward against the prompt cache with
+  a 4D attention mask (each candidate sees the prompt and its own earlier tokens; nothing is copied), the LM
+  head only where a token is scored. Equal to naive per-candidate scoring (:func:`score_candidates_naive`) up to
+  float rounding: fp32 within 1e-4 + 1e-5 relative (tests/test_inference_speed_paths.py; 8e-5 at most on 32 real
+  LastFM rows with SmolLM2-135M); bf16 differs from naive by up to ~2 nats either way (as the earlier KV-cache
+  repeat did), so only near-ties (top-2 gap < 0.1 there) can change the best candidate.
+- ``generate_and_score`` gives both from one prompt forward per batch (the evaluation of both modes).
+- Rows are batched longest first (then put back in their order): similar lengths waste little padding.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -145,43 +157,11 @@ def _representation(m: LlaraModel, representation: str) -> str:
     return representation
 
 
-def _chunks(n: int, size: int):
-    for i in range(0, n, size):
-        yield slice(i, min(n, i + size))
-
-
 def _rows(rows) -> list[dict]:
     out = []
     for r in rows:
         out.append({"history": [int(x) for x in r["history"]], "candidates": [int(x) for x in r["candidates"]]})
     return out
-
-
-@torch.no_grad()
-def generate(llara_model: LlaraModel, rows, representation="hybrid", batch_size=8, max_new_tokens=32, *,
-             template=0, progress=False) -> list[str]:
-    """Greedy answers (first line, stripped) for each row, batched with left padding."""
-    m = llara_model
-    rep = _representation(m, representation)
-    rows = _rows(rows)
-    lm = m.module.causal_lm
-    tok = m.tokenizer
-    outs: list[str] = []
-    it = list(_chunks(len(rows), batch_size))
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="generate", mininterval=5)
-    for sl in it:
-        b = m.encoder.inference_batch(rows[sl], rep, template)
-        ids, mask = b["input_ids"].to(m.device), b["attention_mask"].to(m.device)
-        embeds = m.module.embed(ids, b["item_slots"].to(m.device))
-        gen = lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                          do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id, eos_token_id=m.stop_ids,
-                          temperature=None, top_p=None, top_k=None)
-        for text in tok.batch_decode(gen, skip_special_tokens=True, clean_up_tokenization_spaces=False):
-            outs.append(text.strip().split("\n")[0].strip())
-    return outs
 
 
 def _answer_ids(m: LlaraModel, prompt: str, prompt_ids: list[int], items: Sequence[int]) -> list[list[int]]:
@@ -205,70 +185,278 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+def _cache_kw(module) -> str:
+    """The keyword a forward pass takes its key/value cache by: ``cache`` in the pinned transformers,
+    ``past_key_values`` in older releases (5.17, the GPU image's), where ``cache=`` would be swallowed by
+    ``**kwargs`` and the cache silently ignored."""
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"
+
+
+@dataclass
+class _Prepared:
+    """Rows with their prompt token ids (unpadded) and, for scoring, each candidate's answer token ids."""
+
+    rows: list[dict]
+    prompt_ids: list[list[int]]
+    answers: list[list[list[int]]] | None
+
+    def order(self) -> list[int]:
+        """Rows longest first (prompt + all answers): batches of similar lengths waste little padding, and the
+        largest batch runs first (an out-of-memory error comes at once)."""
+        def size(i: int) -> int:
+            return len(self.prompt_ids[i]) + (sum(map(len, self.answers[i])) if self.answers is not None else 0)
+
+        return sorted(range(len(self.rows)), key=lambda i: -size(i))
+
+
+def _prepare(m: LlaraModel, rows: list[dict], rep: str, template: int, answers: bool) -> _Prepared:
+    enc = m.encoder
+    texts = [enc.prompt_text(r["history"], r["candidates"], rep, template) for r in rows]
+    ids = [list(x) for x in enc.encode_prompts(texts)]
+    ans = [_answer_ids(m, t, i, r["candidates"]) for t, i, r in zip(texts, ids, rows)] if answers else None
+    return _Prepared(rows, ids, ans)
+
+
+def _batches(prep: _Prepared, batch_size: int, desc: str, progress: bool):
+    order = prep.order()
+    it = [order[i:i + batch_size] for i in range(0, len(order), max(1, int(batch_size)))]
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=desc, mininterval=5)
+    return it
+
+
+@dataclass
+class _Prefill:
+    """One batch's left-padded prompts after their forward pass: mask [B, P], the position of each row's last
+    prompt token, the float32 logits there [B, V] and the key/value cache (P positions)."""
+
+    mask: torch.Tensor
+    last_pos: torch.Tensor
+    first_logits: torch.Tensor
+    cache: Any
+
+
+def _prefill(m: LlaraModel, prep: _Prepared, idx: list[int]) -> _Prefill:
+    """Forward of the left-padded prompts of rows ``idx`` (as ``inference_batch`` pads and injects them);
+    position ids as Hugging Face ``generate`` derives them from the mask."""
+    enc, dev, lm = m.encoder, m.device, m.module.causal_lm
+    ids, mask = enc.pad([prep.prompt_ids[i] for i in idx], "left")
+    slots = enc.item_slots(ids, [prep.rows[i]["history"] for i in idx], [prep.rows[i]["candidates"] for i in idx])
+    ids, mask = ids.to(dev), mask.to(dev)
+    embeds = m.module.embed(ids, slots.to(dev))
+    pos = mask.cumsum(-1) - 1
+    pos.masked_fill_(mask == 0, 1)
+    # only the last prompt position's logits are needed (saves a [B, P, V] tensor)
+    out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    return _Prefill(mask, pos[:, -1], out.logits[:, -1].float(), _cache_of(out))
+
+
+# rows of full-vocabulary logits computed at once when scoring candidate tokens (1024 x 49k fp32 = 200 MB)
+_HEAD_CHUNK = 1024
+
+
+def _score_on_cache(m: LlaraModel, pre: _Prefill, answers: list[list[list[int]]], crop: bool = False) -> np.ndarray:
+    """Log-likelihood of each row's candidate answers [B, C] after its prompt, from the prefilled cache.
+
+    All candidates of a row are packed after its prompt in one sequence (right-padded over the batch) and run
+    in one forward against the cache, with a 4D mask: a candidate token sees the row's prompt and the earlier
+    tokens of its own candidate; its position id continues the prompt's. The LM head runs only where a next
+    token is scored. ``crop``: cut the cache back to the prompts afterwards (for decoding from it)."""
+    lm = m.module.causal_lm
+    dec = lm.get_decoder()
+    dev = m.device
+    n_rows, p_len = pre.mask.shape
+    n_c = len(answers[0])
+    s_len = max(1, max(sum(map(len, ans)) for ans in answers))
+    cand = torch.full((n_rows, s_len), m.tokenizer.pad_token_id, dtype=torch.long)
+    seg = torch.full((n_rows, s_len), -1, dtype=torch.long)
+    tpos = torch.zeros((n_rows, s_len), dtype=torch.long)
+    first_row, first_tok, first_pair = [], [], []            # the first answer token: scored from the prompt
+    src_row, src_col, tgt, pair = [], [], [], []              # later tokens: from the previous candidate token
+    for r, ans in enumerate(answers):
+        off = 0
+        for j, a in enumerate(ans):
+            k = len(a)
+            if k == 0:
+                continue
+            cand[r, off:off + k] = torch.tensor(a, dtype=torch.long)
+            seg[r, off:off + k] = j
+            tpos[r, off:off + k] = torch.arange(k)
+            first_row.append(r)
+            first_tok.append(a[0])
+            first_pair.append(r * n_c + j)
+            src_row += [r] * (k - 1)
+            src_col += range(off, off + k - 1)
+            tgt += a[1:]
+            pair += [r * n_c + j] * (k - 1)
+            off += k
+    scores = torch.zeros(n_rows * n_c, dtype=torch.float64, device=dev)
+    first_lp = torch.log_softmax(pre.first_logits, -1)
+    fp = torch.tensor(first_pair, dtype=torch.long, device=dev)
+    scores.index_add_(0, fp, first_lp[torch.tensor(first_row, device=dev), torch.tensor(first_tok, device=dev)].double())
+    # [B, 1, S, P + S]: the real prompt tokens, then the earlier tokens of the query's own candidate. Padding
+    # queries see the prompt (never an empty row: no NaN)
+    ar = torch.arange(s_len)
+    own = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] >= 0) & (ar[None, None, :] <= ar[None, :, None])
+    mask4 = torch.cat([pre.mask.bool().cpu()[:, None, :].expand(n_rows, s_len, p_len), own], -1)[:, None].to(dev)
+    impl = getattr(lm.config, "_attn_implementation", "sdpa") or "sdpa"
+    if impl == "eager":  # additive mask
+        dtype = lm.get_input_embeddings().weight.dtype
+        mask4 = torch.zeros(mask4.shape, dtype=dtype, device=dev).masked_fill_(~mask4, torch.finfo(dtype).min)
+    elif impl != "sdpa":
+        raise ValueError(f"candidate scoring packs candidates with a 4D attention mask, which attention "
+                         f"implementation {impl!r} does not take; load the model with sdpa or eager attention")
+    pos = (pre.last_pos.cpu()[:, None] + 1 + tpos).to(dev)
+    cand = cand.to(dev)
+    hidden = dec(inputs_embeds=lm.get_input_embeddings()(cand), attention_mask=mask4, position_ids=pos,
+                 use_cache=True, **{_cache_kw(dec): pre.cache}).last_hidden_state
+    if tgt:
+        head = lm.get_output_embeddings()
+        h = hidden[torch.tensor(src_row, device=dev), torch.tensor(src_col, device=dev)]
+        tgt_t = torch.tensor(tgt, dtype=torch.long, device=dev)
+        pair_t = torch.tensor(pair, dtype=torch.long, device=dev)
+        for i in range(0, h.shape[0], _HEAD_CHUNK):
+            logits = head(h[i:i + _HEAD_CHUNK]).float()
+            lp = logits.gather(1, tgt_t[i:i + _HEAD_CHUNK, None]).squeeze(1) - torch.logsumexp(logits, -1)
+            scores.index_add_(0, pair_t[i:i + _HEAD_CHUNK], lp.double())
+            del logits
+    if crop:
+        pre.cache.crop(-s_len)  # a negative count removes that many positions (5.17 and the pinned release)
+    return scores.cpu().numpy().reshape(n_rows, n_c)
+
+
+def _greedy(m: LlaraModel, pre: _Prefill, max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuation of a prefilled batch, as Hugging Face ``generate`` (do_sample=False, num_beams=1): the
+    argmax of the float32 logits, a row ends with its first stop token (included) or after ``max_new_tokens``.
+    Finished rows leave the batch (and the cache) instead of decoding padding until the last row ends."""
+    lm = m.module.causal_lm
+    kw = _cache_kw(lm)
+    dev = m.device
+    n = pre.mask.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    if max_new_tokens < 1:
+        return out
+    stop = torch.tensor(m.stop_ids, dtype=torch.long, device=dev)
+    active = list(range(n))
+    cache, mask, pos = pre.cache, pre.mask, pre.last_pos
+    nxt = pre.first_logits.argmax(-1)
+    for step in range(max_new_tokens):
+        for r, t in zip(active, nxt.tolist()):
+            out[r].append(t)
+        if step == max_new_tokens - 1:
+            break
+        done = torch.isin(nxt, stop)
+        n_done = int(done.sum())
+        if n_done == len(active):
+            break
+        if n_done:
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            mask, pos, nxt = mask[keep], pos[keep], nxt[keep]
+            active = [active[i] for i in keep.tolist()]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], 1)
+        pos = pos + 1
+        o = lm(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None], use_cache=True,
+               **{kw: cache})
+        cache = _cache_of(o)
+        nxt = o.logits[:, -1].float().argmax(-1)
+    return out
+
+
+def _first_lines(m: LlaraModel, token_lists: list[list[int]]) -> list[str]:
+    texts = m.tokenizer.batch_decode(token_lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [t.strip().split("\n")[0].strip() for t in texts]
+
+
+def _check_candidates(rows: list[dict], who: str) -> int:
+    n_c = len(rows[0]["candidates"])
+    if any(len(r["candidates"]) != n_c for r in rows):
+        raise ValueError(f"{who}: all rows must have the same number of candidates")
+    return n_c
+
+
+@torch.no_grad()
+def generate(llara_model: LlaraModel, rows, representation="hybrid", batch_size=8, max_new_tokens=32, *,
+             template=0, progress=False) -> list[str]:
+    """Greedy answers (first line, stripped) for each row, batched with left padding.
+
+    Rows are batched longest prompt first (little padding); one forward over the prompts (logits at the last
+    position only), then greedy decoding with the KV cache in which finished rows leave the batch."""
+    m = llara_model
+    rep = _representation(m, representation)
+    rows = _rows(rows)
+    if not rows:
+        return []
+    prep = _prepare(m, rows, rep, template, answers=False)
+    outs: list[str] = [""] * len(rows)
+    for idx in _batches(prep, batch_size, "generate", progress):
+        texts = _first_lines(m, _greedy(m, _prefill(m, prep, idx), max_new_tokens))
+        for i, t in zip(idx, texts):
+            outs[i] = t
+    return outs
+
+
 @torch.no_grad()
 def score_candidates(llara_model: LlaraModel, rows, representation="hybrid", batch_size=4, *, template=0,
                      progress=False) -> np.ndarray:
     """Log-likelihood of each candidate's answer after the row's prompt: float64 array [rows, n_candidates].
 
-    One forward over the (left-padded) prompts, the KV cache repeated ``n_candidates`` times per row,
-    one forward over all candidate answers (right-padded).
-    """
+    Per batch of ``batch_size`` rows (longest first): one forward over the left-padded prompts, then one
+    forward of all candidate answers packed after them against the prompt cache (4D mask, no copy of the
+    cache); the LM head only where an answer token is scored."""
     m = llara_model
     rep = _representation(m, representation)
     rows = _rows(rows)
     if not rows:
         return np.zeros((0, 0))
-    n_c = len(rows[0]["candidates"])
-    if any(len(r["candidates"]) != n_c for r in rows):
-        raise ValueError("score_candidates: all rows must have the same number of candidates")
-    lm = m.module.causal_lm
-    dev = m.device
-    pad_id = m.tokenizer.pad_token_id
+    n_c = _check_candidates(rows, "score_candidates")
+    prep = _prepare(m, rows, rep, template, answers=True)
     scores = np.zeros((len(rows), n_c), dtype=np.float64)
-    it = list(_chunks(len(rows), batch_size))
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="score", mininterval=5)
-    for sl in it:
-        chunk = rows[sl]
-        b = m.encoder.inference_batch(chunk, rep, template)
-        ids, mask = b["input_ids"].to(dev), b["attention_mask"].to(dev)
-        n_rows, p_len = ids.shape
-        embeds = m.module.embed(ids, b["item_slots"].to(dev))
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        # only the last prompt position's logits are needed (saves a [B, P, V] tensor)
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        first_logp = torch.log_softmax(out.logits[:, -1].float(), -1)          # [B, V]
-        cache = _cache_of(out)
-        # candidate answers, [B*C, Lc] right-padded
-        prompt_ids = [row[mk.bool()].tolist() for row, mk in zip(b["input_ids"], b["attention_mask"])]
-        ans = []
-        for r, prompt, pids in zip(chunk, b["prompts"], prompt_ids):
-            ans.extend(_answer_ids(m, prompt, pids, r["candidates"]))
-        lc = max(len(a) for a in ans)
-        cand = torch.full((len(ans), lc), pad_id, dtype=torch.long)
-        cmask = torch.zeros((len(ans), lc), dtype=torch.long)
-        for i, a in enumerate(ans):
-            cand[i, :len(a)] = torch.tensor(a)
-            cmask[i, :len(a)] = 1
-        cand, cmask = cand.to(dev), cmask.to(dev)
-        cache.batch_repeat_interleave(n_c)
-        full_mask = torch.cat([mask.repeat_interleave(n_c, 0), cmask], 1)
-        cpos = mask.sum(1).repeat_interleave(n_c)[:, None] + torch.arange(lc, device=dev)[None, :]
-        cemb = lm.get_input_embeddings()(cand)
-        out2 = lm(inputs_embeds=cemb, attention_mask=full_mask, position_ids=cpos, cache=cache,
-                  use_cache=True)
-        tok_lp = torch.zeros((len(ans), lc), dtype=torch.float32, device=dev)
-        tok_lp[:, 0] = first_logp.repeat_interleave(n_c, 0).gather(1, cand[:, :1]).squeeze(1)
-        if lc > 1:  # position t predicts token t+1; log p = logit - logsumexp (no full log-softmax copy)
-            logits = out2.logits[:, :-1].float()
-            tok_lp[:, 1:] = logits.gather(2, cand[:, 1:, None]).squeeze(2) - torch.logsumexp(logits, -1)
-            del logits
-        s = (tok_lp * cmask).sum(1).double().cpu().numpy().reshape(n_rows, n_c)
-        scores[sl] = s
-        del cache, out, out2
+    for idx in _batches(prep, batch_size, "score", progress):
+        scores[idx] = _score_on_cache(m, _prefill(m, prep, idx), [prep.answers[i] for i in idx])
     return scores
+
+
+@torch.no_grad()
+def generate_and_score(llara_model: LlaraModel, rows, representation="hybrid", batch_size=8, max_new_tokens=32, *,
+                       template=0, progress=False, timing: dict | None = None) -> tuple[list[str], np.ndarray]:
+    """:func:`generate` and :func:`score_candidates` of the same rows from one prompt forward per batch.
+
+    Per batch of ``batch_size`` rows: the prompts' forward, the candidates against its cache (as
+    :func:`score_candidates`), the cache cropped back to the prompts, then greedy decoding (as :func:`generate`).
+    Returns ``(answers, scores)``. ``timing``, when given, accumulates the seconds of ``prefill``, ``score``
+    and ``decode``."""
+    m = llara_model
+    rep = _representation(m, representation)
+    rows = _rows(rows)
+    if not rows:
+        return [], np.zeros((0, 0))
+    n_c = _check_candidates(rows, "generate_and_score")
+    t = timing if timing is not None else {}
+    for key in ("prefill", "score", "decode"):
+        t.setdefault(key, 0.0)
+    prep = _prepare(m, rows, rep, template, answers=True)
+    outs: list[str] = [""] * len(rows)
+    scores = np.zeros((len(rows), n_c), dtype=np.float64)
+    dev = m.device
+    for idx in _batches(prep, batch_size, "generate+score", progress):
+        t0 = time.perf_counter()
+        pre = _prefill(m, prep, idx)
+        if dev.type == "cuda":  # the prompt forward's own time (kernels run asynchronously)
+            torch.cuda.synchronize(dev)
+        t1 = time.perf_counter()
+        scores[idx] = _score_on_cache(m, pre, [prep.answers[i] for i in idx], crop=True)
+        t2 = time.perf_counter()
+        texts = _first_lines(m, _greedy(m, pre, max_new_tokens))
+        for i, s in zip(idx, texts):
+            outs[i] = s
+        t3 = time.perf_counter()
+        t["prefill"] += t1 - t0
+        t["score"] += t2 - t1
+        t["decode"] += t3 - t2
+    return outs, scores
 
 
 @torch.no_grad()
