@@ -5,7 +5,6 @@ projector; the srun command of a multi-node SLURM job; one-line errors for bad l
 from __future__ import annotations
 
 import csv
-import json
 import os
 import socket
 import subprocess
@@ -17,10 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_tiny_dataset
-from llara.llm.data import load_titles, write_random_embeddings
 from llara.llm.launch import check_launch, expand_nodelist, launch_command, slurm_rdzv_endpoint, srun_env
-from llara.llm.testing import make_tiny_llama
+from test_llm_train import _args, env  # noqa: F401 (env: the tiny model and data, a module-scoped fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 DS2 = str(REPO / "config" / "deepspeed" / "zero2.json")
@@ -34,29 +31,13 @@ CFG = {"dataset": "lastfm", "seed": 3, "max_train_samples": 32, "epochs": 1, "mi
 TIMING = {"tokens_per_s", "step_s"}  # wall-clock columns of the log
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multinode")
-    data = make_tiny_dataset(root / "data")
-    titles = load_titles(data / "items.parquet")
-    write_random_embeddings(data / "emb.parquet", len(titles), 16, seed=1)
-    return {"root": root, "data": data, "model": make_tiny_llama(root / "model", titles)}
-
-
-def _args(env, out: Path, ckpt: Path, cfg: dict) -> list[str]:
-    d = env["data"]
-    return ["--config-json", json.dumps(cfg), "--base", str(env["model"]), "--items", str(d / "items.parquet"),
-            "--train", str(d / "train.parquet"), "--embeddings", str(d / "emb.parquet"),
-            "--out-dir", str(out), "--ckpt-dir", str(ckpt), "--threads", "2"]
-
-
 def _env(extra_env=None) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
+    out = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    for k in [k for k in env if k.startswith(("SLURM_", "SRUN_", "SBATCH_"))]:  # CI inside a SLURM job
-        env.pop(k)
-    return env
+        out.pop(k, None)
+    for k in [k for k in out if k.startswith(("SLURM_", "SRUN_", "SBATCH_"))]:  # CI inside a SLURM job
+        out.pop(k)
+    return out
 
 
 def _run(cmd, extra_env=None, timeout=300):
