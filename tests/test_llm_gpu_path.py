@@ -30,7 +30,8 @@ def test_step_stats_values():
     s = StepStats("cpu")
     s.add(torch.tensor(2.0), 10, torch.tensor(3))
     s.add(torch.tensor(4.0), 6, torch.tensor(1))
-    assert s.row() == {"loss": 3.0, "tokens": 16.0, "answer_tokens": 4.0, "loss_hybrid": None, "loss_text": None,
+    # the loss is the mean over answer tokens: (2 x 3 + 4 x 1) / 4
+    assert s.row() == {"loss": 2.5, "tokens": 16.0, "answer_tokens": 4.0, "loss_hybrid": None, "loss_text": None,
                        "first_token_loss": None, "inject_norm": None}
     # with LlaraLM.last_stats: losses per answer token split by representation, first-token and injected means
     diag = {"row_loss": torch.tensor([6.0, 2.0]), "row_tokens": torch.tensor([3.0, 1.0]),
