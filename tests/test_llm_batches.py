@@ -15,6 +15,7 @@ from llara.llm.data import Schedule, load_titles, load_train_rows
 from llara.llm.dropout import PackedDropout, pack_lora_dropout
 from llara.llm.prompts import IGNORE, PromptEncoder, load_templates
 from llara.llm.testing import make_tiny_llama
+from test_llm_train import CFG, _args, _log, _run, env  # noqa: F401 (env: the tiny model and data, a fixture)
 
 
 def test_plan_groups_by_length_and_deals_chunks_to_ranks():
@@ -133,26 +134,23 @@ def test_pack_lora_dropout_replaces_every_lora_dropout(tiny):
     assert pack_lora_dropout(add_lora(base0, dropout=0.0)) == 0  # peft uses nn.Identity then
 
 
-def test_micro_batch_size_does_not_change_the_training_curve(tmp_path):
+def test_micro_batch_size_does_not_change_the_training_curve(env, tmp_path):
     """The loss is normalised by the step's answer tokens, so cutting a step into 4 micro-batches of 2 or 2 of 4
     (length-grouped either way) gives the same updates up to float rounding (LoRA dropout off: its masks are
     drawn per micro-batch)."""
     import sys
 
-    from test_llm_train import CFG, _args, _log, _run
-    from llara.llm.data import write_random_embeddings
+    from llara.llm.batches import cpu_micro_batch_cap
 
-    data = make_tiny_dataset(tmp_path / "data")
-    titles = load_titles(data / "items.parquet")
-    write_random_embeddings(data / "emb.parquet", len(titles), 16, seed=1)
-    env = {"data": data, "model": make_tiny_llama(tmp_path / "model", titles)}
+    auto = min(cpu_micro_batch_cap(), CFG["effective_batch_size"])  # 8, or 4 on a machine under 16 GiB of RAM
     curves = {}
     for micro in (2, "auto"):
         cfg = {**CFG, "epochs": 1, "micro_batch_size": micro, "lora": {"dropout": 0.0}}
         out = tmp_path / f"mb{micro}"
         res = _run([sys.executable, "-m", "llara.llm.train", *_args(env, out, tmp_path / f"ck{micro}", cfg)])
         assert res.returncode == 0, res.stderr[-3000:]
-        assert f"micro {2 if micro == 2 else 8} x accum {4 if micro == 2 else 1}" in res.stderr
+        m = 2 if micro == 2 else auto
+        assert f"micro {m} x accum {CFG['effective_batch_size'] // m}" in res.stderr
         curves[micro] = _log(out / "train_log.csv")
     a, b = curves[2], curves["auto"]
     assert len(a) == len(b) == 4
